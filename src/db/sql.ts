@@ -1,0 +1,65 @@
+import { createHash } from "node:crypto";
+
+/** Quotes an identifier for SQL text (schema names only: values always go as parameters). */
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+export function quoteLiteral(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}
+
+/** The NOTIFY channel of a schema: the schema name itself, so two installs never cross. */
+export function channelFor(schema: string): string {
+  return schema;
+}
+
+/** Valid schema names: plain lower-case identifiers, so they are safe in every position. */
+export const SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** A named statement whose SQL holds `{{schema}}` placeholders. */
+export interface Statement {
+  readonly name: string;
+  readonly text: string;
+}
+
+/** Declares one SQL statement of the library, with a stable prepared-statement name. */
+export function statement(name: string, text: string): Statement {
+  return { name, text };
+}
+
+/**
+ * Binds statements to one schema: the placeholders are replaced by the quoted schema name and
+ * the prepared-statement name gets a suffix, since one connection may serve two schemas.
+ */
+export class SchemaSql {
+  readonly schema: string;
+  readonly channel: string;
+  private readonly suffix: string;
+  private readonly cache = new Map<Statement, { name: string; text: string }>();
+
+  constructor(schema: string) {
+    if (!SCHEMA_PATTERN.test(schema)) {
+      throw new Error(`invalid schema name ${JSON.stringify(schema)}: use [a-z_][a-z0-9_]*`);
+    }
+    this.schema = schema;
+    this.channel = channelFor(schema);
+    this.suffix = createHash("sha1").update(schema).digest("hex").slice(0, 8);
+  }
+
+  /** The schema-bound form of a statement, ready for `client.query({ ...bound, values })`. */
+  bind(stmt: Statement): { name: string; text: string } {
+    let bound = this.cache.get(stmt);
+    if (!bound) {
+      bound = { name: `pgwake_${stmt.name}_${this.suffix}`, text: this.render(stmt.text) };
+      this.cache.set(stmt, bound);
+    }
+    return bound;
+  }
+
+  render(text: string): string {
+    return text
+      .replaceAll("{{schema}}", quoteIdent(this.schema))
+      .replaceAll("{{channel}}", quoteLiteral(this.channel));
+  }
+}

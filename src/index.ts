@@ -1,0 +1,35 @@
+/**
+ * pgwake: a job queue that lives in PostgreSQL.
+ *
+ * @example
+ * const pgwake = new Pgwake({ connectionString, tasks: [sendEmail] });
+ * await pgwake.migrate();
+ * await pgwake.enqueue("send-email", { to: "a@example.com" });
+ * await pgwake.worker({ concurrency: 8 }).start();
+ */
+export { type EnqueueOptions, Pgwake, type PgwakeOptions } from "./client.ts";
+export { migrate, schemaState } from "./db/migrate.ts";
+export { createPool } from "./db/pool.ts";
+export { isTransientError } from "./db/transient.ts";
+export {
+  type ErrorCode,
+  PermanentError,
+  PgwakeError,
+  type SerializedError,
+  serializeError,
+} from "./errors.ts";
+export { type BackoffOptions, DEFAULT_BACKOFF, retryDelayMs } from "./jobs/backoff.ts";
+export type { CancelledJob, QueueSettings } from "./jobs/control.ts";
+export type { EnqueuedJob, NewJob } from "./jobs/enqueue.ts";
+export type { JobEvent, JobEventKind, TimelinePage } from "./jobs/events.ts";
+export type { MaintenanceResult } from "./jobs/reaper.ts";
+export { JOB_STATUSES, type Job, type JobStatus, TERMINAL_STATUSES } from "./jobs/types.ts";
+export { createLogger, type Logger } from "./logger.ts";
+export {
+  type AnyTaskDefinition,
+  defineTask,
+  type JobContext,
+  type TaskDefinition,
+  TaskRegistry,
+} from "./tasks.ts";
+export { Worker, type WorkerOptions } from "./worker/worker.ts";

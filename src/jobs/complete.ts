@@ -1,0 +1,49 @@
+import { type SchemaSql, statement } from "../db/sql.ts";
+import type { Queryable } from "../db/types.ts";
+
+// Guarded by state, owner and attempt: a worker whose lease expired (and whose job another
+// worker may hold now) cannot complete it. Its late outcome is recorded as an event instead.
+const COMPLETE_JOBS = statement(
+  "complete_jobs",
+  `WITH done AS (
+     SELECT * FROM unnest($1::bigint[], $2::integer[], $3::jsonb[]) AS d(id, attempt, result)
+   ), updated AS (
+     UPDATE {{schema}}.jobs j
+     SET status = 'completed', result = done.result, finished_at = now(),
+         lease_expires_at = NULL, updated_at = now()
+     FROM done
+     WHERE j.id = done.id AND j.status = 'running' AND j.lease_owner = $4 AND j.attempts = done.attempt
+     RETURNING j.id
+   ), ignored AS (
+     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message)
+     SELECT done.id, 'outcome_ignored', done.attempt, $4,
+            'completion of attempt ' || done.attempt || ' ignored: the worker no longer held the job'
+     FROM done WHERE done.id NOT IN (SELECT id FROM updated)
+   )
+   SELECT id FROM updated`,
+);
+
+export interface Completion {
+  id: number;
+  attempt: number;
+  result: unknown;
+}
+
+/** Completes a batch of jobs held by `workerId`; returns the ids that were still held. */
+export async function completeJobs(
+  db: Queryable,
+  sql: SchemaSql,
+  workerId: string,
+  completions: readonly Completion[],
+): Promise<Set<number>> {
+  const { rows } = await db.query<{ id: number }>({
+    ...sql.bind(COMPLETE_JOBS),
+    values: [
+      completions.map((c) => c.id),
+      completions.map((c) => c.attempt),
+      completions.map((c) => JSON.stringify(c.result ?? null)),
+      workerId,
+    ],
+  });
+  return new Set(rows.map((r) => r.id));
+}

@@ -1,0 +1,43 @@
+import { type SchemaSql, statement } from "../db/sql.ts";
+import type { Queryable } from "../db/types.ts";
+
+// Hands jobs back untouched, as if never claimed: the attempt is given back, so a shutdown
+// does not burn a job's retries. Guarded like completion.
+const RETURN_JOBS = statement(
+  "return_jobs",
+  `WITH r AS (
+     SELECT * FROM unnest($1::bigint[], $2::integer[]) AS r(id, attempt)
+   ), updated AS (
+     UPDATE {{schema}}.jobs j
+     SET status = CASE WHEN j.attempts <= 1 THEN 'pending' ELSE 'retrying' END,
+         attempts = j.attempts - 1,
+         run_at = now(),
+         lease_expires_at = NULL,
+         updated_at = now()
+     FROM r
+     WHERE j.id = r.id AND j.status = 'running' AND j.lease_owner = $3 AND j.attempts = r.attempt
+     RETURNING j.id, j.queue
+   ), events AS (
+     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message)
+     SELECT u.id, 'returned', r.attempt, $3, $4 FROM updated u JOIN r ON r.id = u.id
+   ), woken AS (
+     SELECT {{schema}}.wake(array_agg(DISTINCT queue)) FROM updated
+   )
+   SELECT u.id FROM updated u, woken`,
+);
+
+/** Returns jobs the worker holds to the queue without counting the attempt. */
+export async function returnJobs(
+  db: Queryable,
+  sql: SchemaSql,
+  workerId: string,
+  jobs: readonly { id: number; attempt: number }[],
+  reason: string,
+): Promise<number[]> {
+  if (jobs.length === 0) return [];
+  const { rows } = await db.query<{ id: number }>({
+    ...sql.bind(RETURN_JOBS),
+    values: [jobs.map((j) => j.id), jobs.map((j) => j.attempt), workerId, reason],
+  });
+  return rows.map((r) => r.id);
+}

@@ -1,0 +1,93 @@
+import { isTransientError } from "../db/transient.ts";
+
+export interface BatcherOptions<T> {
+  /** Writes one batch; throwing a transient error keeps the batch for another try. */
+  write: (items: T[]) => Promise<void>;
+  /** How long an item may wait for company. */
+  delayMs: number;
+  /** Flush at once when this many items wait. */
+  maxBatch: number;
+  onError: (error: unknown, items: T[]) => void;
+}
+
+/**
+ * Collects items and writes them in batches: after `delayMs`, or as soon as `maxBatch` wait.
+ * One write at a time; a batch that hit a transient database error is retried with backoff
+ * (its jobs stay leased meanwhile, so nothing is lost if the process dies).
+ */
+export class Batcher<T> {
+  private queue: T[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private writing: Promise<void> | undefined;
+  private failures = 0;
+  private readonly options: BatcherOptions<T>;
+
+  constructor(options: BatcherOptions<T>) {
+    this.options = options;
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** The items waiting to be written (for heartbeats). */
+  items(): readonly T[] {
+    return this.queue;
+  }
+
+  add(item: T): void {
+    this.queue.push(item);
+    if (this.queue.length >= this.options.maxBatch) this.kick(0);
+    else this.kick(this.options.delayMs);
+  }
+
+  /** Writes everything now; resolves when nothing is left or a non-transient error dropped it. */
+  async flush(): Promise<void> {
+    while (this.queue.length > 0 || this.writing) {
+      if (this.timer) {
+        clearTimeout(this.timer);
+        this.timer = undefined;
+      }
+      await (this.writing ?? this.writeNext());
+    }
+  }
+
+  private kick(delayMs: number): void {
+    if (this.writing) return; // the running write schedules the next one
+    if (this.timer && delayMs > 0) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.writeNext();
+    }, delayMs);
+  }
+
+  private writeNext(): Promise<void> {
+    if (this.writing) return this.writing;
+    const batch = this.queue.splice(0, this.options.maxBatch);
+    if (batch.length === 0) return Promise.resolve();
+    this.writing = (async () => {
+      try {
+        await this.options.write(batch);
+        this.failures = 0;
+      } catch (error) {
+        if (isTransientError(error)) {
+          this.failures++;
+          this.queue.unshift(...batch);
+          this.options.onError(error, batch);
+          await new Promise((resolve) =>
+            setTimeout(resolve, Math.min(5_000, 50 * 2 ** this.failures)),
+          );
+        } else {
+          this.options.onError(error, batch);
+        }
+      } finally {
+        this.writing = undefined;
+      }
+      if (this.queue.length > 0) {
+        this.kick(this.queue.length >= this.options.maxBatch ? 0 : this.options.delayMs);
+      }
+    })();
+    return this.writing;
+  }
+}

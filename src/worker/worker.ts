@@ -1,0 +1,679 @@
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
+import type pg from "pg";
+import { createPool } from "../db/pool.ts";
+import { SchemaSql } from "../db/sql.ts";
+import { PermanentError, PgwakeError, type SerializedError, serializeError } from "../errors.ts";
+import { DEFAULT_BACKOFF, retryDelayMs } from "../jobs/backoff.ts";
+import { claimJobs } from "../jobs/claim.ts";
+import { type Completion, completeJobs } from "../jobs/complete.ts";
+import { controlChannelFor } from "../jobs/control.ts";
+import { appendEvents, type NewEvent } from "../jobs/events.ts";
+import { type Failure, failJobs } from "../jobs/fail.ts";
+import { heartbeat, removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
+import { type MaintenanceResult, runMaintenance } from "../jobs/reaper.ts";
+import { returnJobs } from "../jobs/returnJobs.ts";
+import type { Job } from "../jobs/types.ts";
+import { type Logger, silentLogger } from "../logger.ts";
+import {
+  type AnyTaskDefinition,
+  type JobContext,
+  type TaskDefinition,
+  TaskRegistry,
+} from "../tasks.ts";
+import { Batcher } from "./batcher.ts";
+import { Listener } from "./listener.ts";
+import { registerWaiter, unregisterWaiter } from "./wake.ts";
+
+/** How a worker process runs; every field but `tasks` and a database has a default. */
+export interface WorkerOptions {
+  /** Used for the pool (unless `pool` is given) and for the LISTEN connection. */
+  connectionString: string;
+  /** A pool to claim and complete on; by default the worker makes and owns one. */
+  pool?: pg.Pool;
+  schema?: string;
+  tasks: TaskRegistry | readonly AnyTaskDefinition[];
+  queues?: readonly string[];
+  /** Jobs run at once by this process. */
+  concurrency?: number;
+  /** LISTEN/NOTIFY wake-ups; false polls only (e.g. behind PgBouncer in transaction mode). */
+  notify?: boolean;
+  /** The fallback poll (jittered ±25%). */
+  pollIntervalMs?: number;
+  leaseMs?: number;
+  heartbeatMs?: number;
+  /** A handler's time limit unless the job or the task sets one. */
+  defaultTimeoutMs?: number;
+  /** Completions and failures wait this long to be written together. */
+  flushDelayMs?: number;
+  flushBatchSize?: number;
+  /** Maintenance (reaper, stale workers, retention) interval, jittered ±25%; 0 turns it off. */
+  maintenanceIntervalMs?: number;
+  /** Terminal jobs are deleted this long after they finished; null keeps them. */
+  retentionMs?: number | null;
+  /** Liveness query on the LISTEN connection. */
+  livenessMs?: number;
+  workerId?: string;
+  logger?: Logger;
+}
+
+const DEFAULTS = {
+  schema: "pgwake",
+  queues: ["default"],
+  concurrency: 16,
+  notify: true,
+  pollIntervalMs: 2_000,
+  leaseMs: 30_000,
+  heartbeatMs: 10_000,
+  defaultTimeoutMs: 5 * 60_000,
+  flushDelayMs: 2,
+  flushBatchSize: 500,
+  maintenanceIntervalMs: 5_000,
+  retentionMs: 7 * 24 * 3_600_000,
+  livenessMs: 10_000,
+} as const;
+
+interface RunningJob {
+  job: Job;
+  task: TaskDefinition<unknown>;
+  controller: AbortController;
+  timer: NodeJS.Timeout | undefined;
+  startedAt: number;
+  /** The outcome no longer belongs to us (cancelled, lease lost, handed back): do not write it. */
+  abandoned: boolean;
+}
+
+type Outcome = { kind: "completion"; item: Completion } | { kind: "failure"; item: Failure };
+
+export interface WorkerStats {
+  claimed: number;
+  completed: number;
+  failed: number;
+  claimQueries: number;
+}
+
+/**
+ * A worker process's engine: claims ready jobs into free slots, runs their handlers, writes
+ * outcomes in batches, keeps leases alive and, in one process at a time, reaps the jobs of
+ * dead workers. Wakes on NOTIFY; polls behind it.
+ */
+export class Worker {
+  readonly id: string;
+  readonly stats: WorkerStats = { claimed: 0, completed: 0, failed: 0, claimQueries: 0 };
+  private readonly sql: SchemaSql;
+  private readonly registry: TaskRegistry;
+  private readonly pool: pg.Pool;
+  private readonly ownsPool: boolean;
+  private readonly logger: Logger;
+  private readonly opts: Required<
+    Omit<WorkerOptions, "pool" | "workerId" | "logger" | "tasks" | "retentionMs">
+  > & {
+    retentionMs: number | null;
+  };
+  private readonly running = new Map<number, RunningJob>();
+  private readonly outcomes: Batcher<Outcome>;
+  private readonly logs: Batcher<NewEvent>;
+  private readonly background = new Set<Promise<unknown>>();
+  private listener: Listener | undefined;
+  private state: "idle" | "running" | "stopping" | "stopped" = "idle";
+  private stopping: Promise<void> | undefined;
+
+  // Claim scheduling.
+  private claimLoop: Promise<void> | undefined;
+  /** There may be ready jobs: claim when a slot is free. */
+  private wanted = false;
+  private registered = false;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private nextRunTimer: NodeJS.Timeout | undefined;
+  private nextRunAt = Number.POSITIVE_INFINITY;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private maintenanceTimer: NodeJS.Timeout | undefined;
+  private claimBackoff = 0;
+
+  constructor(options: WorkerOptions) {
+    this.opts = {
+      connectionString: options.connectionString,
+      schema: options.schema ?? DEFAULTS.schema,
+      queues: options.queues?.length ? [...new Set(options.queues)] : DEFAULTS.queues,
+      concurrency: options.concurrency ?? DEFAULTS.concurrency,
+      notify: options.notify ?? DEFAULTS.notify,
+      pollIntervalMs: options.pollIntervalMs ?? DEFAULTS.pollIntervalMs,
+      leaseMs: options.leaseMs ?? DEFAULTS.leaseMs,
+      heartbeatMs: options.heartbeatMs ?? DEFAULTS.heartbeatMs,
+      defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULTS.defaultTimeoutMs,
+      flushDelayMs: options.flushDelayMs ?? DEFAULTS.flushDelayMs,
+      flushBatchSize: options.flushBatchSize ?? DEFAULTS.flushBatchSize,
+      maintenanceIntervalMs: options.maintenanceIntervalMs ?? DEFAULTS.maintenanceIntervalMs,
+      retentionMs: options.retentionMs === undefined ? DEFAULTS.retentionMs : options.retentionMs,
+      livenessMs: options.livenessMs ?? DEFAULTS.livenessMs,
+    };
+    if (!(this.opts.concurrency >= 1))
+      throw new PgwakeError("INVALID_OPTIONS", "concurrency must be at least 1");
+    if (this.opts.heartbeatMs >= this.opts.leaseMs) {
+      throw new PgwakeError("INVALID_OPTIONS", "heartbeatMs must be shorter than leaseMs");
+    }
+    this.id = options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    this.sql = new SchemaSql(this.opts.schema);
+    this.registry =
+      options.tasks instanceof TaskRegistry ? options.tasks : new TaskRegistry(options.tasks);
+    if (this.registry.size === 0)
+      throw new PgwakeError("INVALID_OPTIONS", "a worker needs at least one task");
+    this.logger = (options.logger ?? silentLogger).child({ workerId: this.id });
+    this.ownsPool = !options.pool;
+    this.pool =
+      options.pool ??
+      createPool(
+        {
+          connectionString: this.opts.connectionString,
+          max: 4,
+          applicationName: "pgwake-worker",
+          genericPlans: true,
+        },
+        (error) => this.logger.warn({ err: error }, "idle database connection failed"),
+      );
+    this.outcomes = new Batcher<Outcome>({
+      write: (items) => this.writeOutcomes(items),
+      delayMs: this.opts.flushDelayMs,
+      maxBatch: this.opts.flushBatchSize,
+      onError: (error, items) =>
+        this.logger.error({ err: error, jobs: items.length }, "could not record job outcomes"),
+    });
+    this.logs = new Batcher<NewEvent>({
+      write: (items) => appendEvents(this.pool, this.sql, items),
+      delayMs: 20,
+      maxBatch: 500,
+      onError: (error, items) =>
+        this.logger.warn({ err: error, events: items.length }, "could not record job logs"),
+    });
+  }
+
+  get info(): WorkerInfo {
+    return {
+      id: this.id,
+      host: hostname(),
+      pid: process.pid,
+      queues: this.opts.queues,
+      tasks: this.registry.names(),
+      concurrency: this.opts.concurrency,
+      listening: this.listener?.connected ?? false,
+    };
+  }
+
+  /** Jobs running now. */
+  get busy(): number {
+    return this.running.size;
+  }
+
+  /** Whether the LISTEN connection is up (false in poll-only mode). */
+  get listening(): boolean {
+    return this.listener?.connected ?? false;
+  }
+
+  /** Registers the worker, opens the LISTEN connection and starts claiming. */
+  async start(): Promise<void> {
+    if (this.state !== "idle") throw new PgwakeError("INVALID_OPTIONS", "a worker starts once");
+    this.state = "running";
+    await this.beat();
+    if (this.opts.notify) {
+      const channel = this.sql.channel;
+      this.listener = new Listener({
+        connectionString: this.opts.connectionString,
+        channels: [channel, controlChannelFor(channel)],
+        livenessMs: this.opts.livenessMs,
+        logger: this.logger,
+        onNotification: (ch, payload) => this.onNotification(ch, payload),
+        onConnected: () => {
+          // Anything inserted while we were not listening is found by claiming now.
+          this.registered = false;
+          this.wake();
+        },
+        onDisconnected: () => {
+          this.registered = false;
+        },
+      });
+      this.listener.start();
+    }
+    this.schedulePoll();
+    this.heartbeatTimer = setInterval(() => this.track(this.beat()), this.opts.heartbeatMs);
+    if (this.opts.maintenanceIntervalMs > 0) this.scheduleMaintenance();
+    this.logger.info(
+      {
+        queues: this.opts.queues,
+        tasks: this.registry.names(),
+        concurrency: this.opts.concurrency,
+        notify: this.opts.notify,
+      },
+      "worker started",
+    );
+    this.wake();
+  }
+
+  /**
+   * Stops claiming, lets running jobs finish for up to `graceMs`, then aborts the rest and hands
+   * them back without burning their attempt, writes every pending outcome, closes the listener
+   * and, last, the pool it owns.
+   */
+  stop(options: { graceMs?: number } = {}): Promise<void> {
+    this.stopping ??= this.shutdown(options.graceMs ?? 10_000);
+    return this.stopping;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    if (this.state === "idle") {
+      this.state = "stopped";
+      if (this.ownsPool) await this.pool.end();
+      return;
+    }
+    this.state = "stopping";
+    clearTimeout(this.pollTimer);
+    clearTimeout(this.nextRunTimer);
+    clearTimeout(this.maintenanceTimer);
+    const listener = this.listener;
+    this.listener = undefined;
+    await listener?.close();
+    await this.claimLoop;
+
+    const deadline = Date.now() + graceMs;
+    while (this.running.size > 0 && Date.now() < deadline) {
+      await this.waitForSlot(deadline - Date.now());
+    }
+    if (this.running.size > 0) {
+      const left = [...this.running.values()];
+      this.logger.warn(
+        { jobs: left.length },
+        "grace period over: aborting and returning running jobs",
+      );
+      for (const entry of left)
+        this.abandon(entry, new PgwakeError("SHUTDOWN", "worker shut down"));
+      await this.safely(
+        returnJobs(
+          this.pool,
+          this.sql,
+          this.id,
+          left.map((e) => ({ id: e.job.id, attempt: e.job.attempts })),
+          "worker shut down before the job finished",
+        ),
+        "could not return jobs",
+      );
+    }
+    await this.outcomes.flush();
+    await this.logs.flush();
+    clearInterval(this.heartbeatTimer);
+    await Promise.allSettled([...this.background]);
+    await this.safely(removeWorker(this.pool, this.sql, this.id), "could not unregister worker");
+    this.state = "stopped";
+    if (this.ownsPool) await this.pool.end();
+    this.logger.info(this.stats, "worker stopped");
+  }
+
+  /** Runs one maintenance pass now (normally on a timer). */
+  maintain(): Promise<MaintenanceResult> {
+    return runMaintenance(this.pool, this.sql, {
+      reapBatch: 1_000,
+      staleWorkerMs: Math.max(this.opts.leaseMs * 2, this.opts.heartbeatMs * 6),
+      retentionMs: this.opts.retentionMs,
+      pruneBatch: 1_000,
+    });
+  }
+
+  // ---- waking and claiming ------------------------------------------------------------------
+
+  private onNotification(channel: string, payload: string): void {
+    if (this.state !== "running") return;
+    if (channel === this.sql.channel) {
+      const at = payload.lastIndexOf("@");
+      const queue = at === -1 ? payload : payload.slice(0, at);
+      if (!this.opts.queues.includes(queue)) return;
+      const delayMs = at === -1 ? 0 : Number(payload.slice(at + 1));
+      if (delayMs > 0) this.scheduleNextRun(delayMs);
+      else this.wake();
+      return;
+    }
+    const match = /^cancel (\d+)$/.exec(payload);
+    if (match && this.running.has(Number(match[1]))) {
+      // The heartbeat finds out which jobs we lost and aborts them.
+      this.track(this.beat());
+    }
+  }
+
+  /** Something may be ready: claim as soon as a slot is free. */
+  private wake(): void {
+    this.wanted = true;
+    this.requestClaim();
+  }
+
+  private requestClaim(): void {
+    if (this.claimLoop || this.state !== "running") return;
+    // Coalesce: slots freed in the same tick are filled by one claim.
+    this.claimLoop = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.claimUntilIdle())
+      .finally(() => {
+        this.claimLoop = undefined;
+      });
+  }
+
+  private async claimUntilIdle(): Promise<void> {
+    while (this.wanted && this.state === "running") {
+      const free = this.opts.concurrency - this.running.size;
+      if (free <= 0) return; // a finishing job calls us again
+      this.wanted = false;
+      let jobs: Job[];
+      try {
+        this.stats.claimQueries++;
+        jobs = await claimJobs(this.pool, this.sql, {
+          queues: this.opts.queues,
+          tasks: this.registry.names(),
+          limit: free,
+          workerId: this.id,
+          leaseMs: this.opts.leaseMs,
+        });
+        this.claimBackoff = 0;
+      } catch (error) {
+        this.claimBackoff = Math.min(5_000, Math.max(100, this.claimBackoff * 2));
+        this.logger.warn({ err: error, retryInMs: this.claimBackoff }, "claim failed");
+        this.scheduleNextRun(this.claimBackoff);
+        return;
+      }
+      this.stats.claimed += jobs.length;
+      for (const job of jobs) this.run(job);
+      if (jobs.length === free) {
+        // A full batch: more may be waiting. Claim again when slots free up; no NOTIFY needed
+        // meanwhile, so stop asking inserters for one.
+        this.wanted = true;
+        if (this.registered) {
+          this.registered = false;
+          this.track(
+            this.safely(
+              unregisterWaiter(this.pool, this.sql, this.id),
+              "could not unregister waiter",
+            ),
+          );
+        }
+      } else if (!this.registered && this.listener?.connected) {
+        // Caught up: ask to be notified, then claim once more for what was committed while the
+        // registration became visible.
+        try {
+          await registerWaiter(this.pool, this.sql, this.id, this.opts.queues);
+          this.registered = true;
+          this.wanted = true;
+        } catch (error) {
+          this.logger.warn({ err: error }, "could not register for wake-ups; polling");
+        }
+      }
+    }
+  }
+
+  private schedulePoll(): void {
+    const jitter = 0.75 + Math.random() * 0.5;
+    this.pollTimer = setTimeout(() => {
+      this.wake();
+      this.schedulePoll();
+    }, this.opts.pollIntervalMs * jitter);
+    this.pollTimer.unref();
+  }
+
+  /** A timer to the earliest known future run_at (scheduled jobs, our own retries). */
+  private scheduleNextRun(delayMs: number): void {
+    const at = Date.now() + delayMs;
+    if (at >= this.nextRunAt) return;
+    clearTimeout(this.nextRunTimer);
+    this.nextRunAt = at;
+    this.nextRunTimer = setTimeout(() => {
+      this.nextRunAt = Number.POSITIVE_INFINITY;
+      this.wake();
+    }, delayMs + 1);
+  }
+
+  private scheduleMaintenance(): void {
+    const jitter = 0.75 + Math.random() * 0.5;
+    this.maintenanceTimer = setTimeout(() => {
+      this.track(
+        this.maintain()
+          .then((result) => {
+            if (result.reaped || result.pruned || result.staleWorkers) {
+              this.logger.info(result, "maintenance");
+            }
+          })
+          .catch((error) => this.logger.warn({ err: error }, "maintenance failed"))
+          .finally(() => {
+            if (this.state === "running") this.scheduleMaintenance();
+          }),
+      );
+    }, this.opts.maintenanceIntervalMs * jitter);
+  }
+
+  // ---- running jobs ---------------------------------------------------------------------------
+
+  private run(job: Job): void {
+    const task = this.registry.get(job.task);
+    if (!task) return; // cannot happen: the claim only takes our tasks
+    const entry: RunningJob = {
+      job,
+      task,
+      controller: new AbortController(),
+      timer: undefined,
+      startedAt: Date.now(),
+      abandoned: false,
+    };
+    this.running.set(job.id, entry);
+    const timeoutMs = job.timeoutMs ?? task.timeoutMs ?? this.opts.defaultTimeoutMs;
+    entry.timer = setTimeout(() => {
+      const error = new PgwakeError("JOB_TIMEOUT", `job timed out after ${timeoutMs} ms`);
+      entry.controller.abort(error);
+      this.settle(entry, { ok: false, error });
+      entry.abandoned = true; // a handler that ignores its signal is reported when it ends
+    }, timeoutMs);
+
+    const logger = this.logger.child({
+      jobId: job.id,
+      task: job.task,
+      queue: job.queue,
+      attempt: job.attempts,
+    });
+    const ctx: JobContext = {
+      job,
+      attempt: job.attempts,
+      workerId: this.id,
+      signal: entry.controller.signal,
+      logger,
+      log: (message, data) =>
+        this.logs.add({
+          jobId: job.id,
+          kind: "log",
+          attempt: job.attempts,
+          workerId: this.id,
+          message,
+          data,
+        }),
+    };
+    let outcome: Promise<unknown>;
+    try {
+      const payload = this.registry.parsePayload(job.task, job.payload);
+      outcome = Promise.resolve(task.handler(payload, ctx));
+    } catch (error) {
+      outcome = Promise.reject(
+        error instanceof PgwakeError && error.code === "INVALID_PAYLOAD"
+          ? new PermanentError(`${error.message}: ${JSON.stringify(error.details)}`, {
+              cause: error,
+            })
+          : error,
+      );
+    }
+    outcome.then(
+      (result) => this.settle(entry, { ok: true, result }),
+      (error: unknown) => this.settle(entry, { ok: false, error }),
+    );
+  }
+
+  private settle(
+    entry: RunningJob,
+    outcome: { ok: true; result: unknown } | { ok: false; error: unknown },
+  ): void {
+    const current = this.running.get(entry.job.id);
+    if (current !== entry) {
+      if (!entry.abandoned) return;
+      entry.abandoned = false; // log once
+      this.logger.warn(
+        { jobId: entry.job.id, ranMs: Date.now() - entry.startedAt },
+        "handler finished after its job was taken from it; outcome ignored",
+      );
+      return;
+    }
+    clearTimeout(entry.timer);
+    this.running.delete(entry.job.id);
+    const { job } = entry;
+    if (outcome.ok) {
+      const result = toJsonResult(outcome.result);
+      if (result.ok) {
+        this.stats.completed++;
+        this.outcomes.add({
+          kind: "completion",
+          item: { id: job.id, attempt: job.attempts, result: result.value },
+        });
+      } else {
+        this.recordFailure(entry, result.error, false);
+      }
+    } else {
+      this.recordFailure(entry, outcome.error, outcome.error instanceof PermanentError);
+    }
+    this.slotFreed();
+  }
+
+  private recordFailure(entry: RunningJob, thrown: unknown, permanent: boolean): void {
+    const { job, task } = entry;
+    this.stats.failed++;
+    const error: SerializedError = serializeError(thrown);
+    const delayMs = retryDelayMs(job.attempts, { ...DEFAULT_BACKOFF, ...task.backoff });
+    this.logger.warn(
+      {
+        jobId: job.id,
+        task: job.task,
+        queue: job.queue,
+        attempt: job.attempts,
+        err: error.message,
+      },
+      "attempt failed",
+    );
+    this.outcomes.add({
+      kind: "failure",
+      item: { id: job.id, attempt: job.attempts, error, delayMs, permanent },
+    });
+  }
+
+  /** Takes a job from its handler: its signal fires and whatever it returns is ignored. */
+  private abandon(entry: RunningJob, reason: PgwakeError): void {
+    if (this.running.get(entry.job.id) !== entry) return;
+    clearTimeout(entry.timer);
+    this.running.delete(entry.job.id);
+    entry.abandoned = true;
+    entry.controller.abort(reason);
+    this.logger.warn({ jobId: entry.job.id, code: reason.code }, reason.message);
+    this.slotFreed();
+  }
+
+  private slotFreed(): void {
+    if (this.state === "running" && this.wanted) this.requestClaim();
+    this.slotWaiters.splice(0).forEach((resolve) => {
+      resolve();
+    });
+  }
+
+  private readonly slotWaiters: (() => void)[] = [];
+
+  private waitForSlot(timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, timeoutMs));
+      this.slotWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  // ---- writing outcomes, leases -----------------------------------------------------------------
+
+  private async writeOutcomes(items: Outcome[]): Promise<void> {
+    // A job's log lines land before its outcome, so its timeline reads in order.
+    if (this.logs.pending > 0) await this.logs.flush();
+    const completions: Completion[] = [];
+    const failures: Failure[] = [];
+    for (const outcome of items) {
+      if (outcome.kind === "completion") completions.push(outcome.item);
+      else failures.push(outcome.item);
+    }
+    const [done, failed] = await Promise.all([
+      completions.length
+        ? completeJobs(this.pool, this.sql, this.id, completions)
+        : new Set<number>(),
+      failures.length ? failJobs(this.pool, this.sql, this.id, failures) : [],
+    ]);
+    if (done.size < completions.length) {
+      this.logger.warn(
+        { jobs: completions.filter((c) => !done.has(c.id)).map((c) => c.id) },
+        "completions ignored: the jobs were no longer held by this worker",
+      );
+    }
+    for (const f of failed) {
+      if (f.status === "retrying" && this.opts.queues.includes(f.queue)) {
+        const delay = failures.find((x) => x.id === f.id)?.delayMs ?? 0;
+        this.scheduleNextRun(delay);
+      }
+    }
+  }
+
+  /** Extends the leases of every job we hold and aborts the ones that were taken from us. */
+  private async beat(): Promise<void> {
+    const held = [...this.running.keys()];
+    for (const outcome of this.outcomes.items()) held.push(outcome.item.id);
+    let kept: Set<number>;
+    try {
+      kept = await heartbeat(this.pool, this.sql, this.info, held, this.opts.leaseMs);
+    } catch (error) {
+      this.logger.warn({ err: error }, "heartbeat failed");
+      return;
+    }
+    for (const id of held) {
+      const entry = this.running.get(id);
+      if (entry && !kept.has(id)) {
+        this.abandon(
+          entry,
+          new PgwakeError("CANCELLED", `job ${id} was cancelled or its lease was lost`),
+        );
+      }
+    }
+  }
+
+  private track<T>(promise: Promise<T>): void {
+    this.background.add(promise);
+    void promise.finally(() => this.background.delete(promise));
+  }
+
+  private async safely<T>(promise: Promise<T>, message: string): Promise<T | undefined> {
+    try {
+      return await promise;
+    } catch (error) {
+      this.logger.warn({ err: error }, message);
+      return undefined;
+    }
+  }
+}
+
+/** Handler results are stored as jsonb: anything JSON.stringify cannot represent faithfully fails. */
+function toJsonResult(
+  value: unknown,
+): { ok: true; value: unknown } | { ok: false; error: PgwakeError } {
+  if (value === undefined) return { ok: true, value: null };
+  try {
+    const text = JSON.stringify(value);
+    if (text === undefined) throw new TypeError(`a ${typeof value} is not JSON`);
+    return { ok: true, value: JSON.parse(text) };
+  } catch (error) {
+    return {
+      ok: false,
+      error: new PgwakeError(
+        "RESULT_NOT_JSON",
+        `handler returned a value that is not JSON: ${(error as Error).message}`,
+      ),
+    };
+  }
+}
