@@ -349,6 +349,8 @@ export class Worker {
       .then(() => this.claimUntilIdle())
       .finally(() => {
         this.claimLoop = undefined;
+        // Slots freed while the loop was finishing found it busy: pick them up now.
+        if (this.wanted && this.running.size < this.opts.concurrency) this.requestClaim();
       });
   }
 
