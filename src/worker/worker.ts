@@ -466,12 +466,7 @@ export class Worker {
       entry.abandoned = true; // a handler that ignores its signal is reported when it ends
     }, timeoutMs);
 
-    const logger = this.logger.child({
-      jobId: job.id,
-      task: job.task,
-      queue: job.queue,
-      attempt: job.attempts,
-    });
+    const logger = this.logger.child(jobFields(job));
     const ctx: JobContext = {
       job,
       attempt: job.attempts,
@@ -516,7 +511,7 @@ export class Worker {
       if (!entry.abandoned) return;
       entry.abandoned = false; // log once
       this.logger.warn(
-        { jobId: entry.job.id, ranMs: Date.now() - entry.startedAt },
+        { ...jobFields(entry.job), ranMs: Date.now() - entry.startedAt },
         "handler finished after its job was taken from it; outcome ignored",
       );
       return;
@@ -547,13 +542,7 @@ export class Worker {
     const error: SerializedError = serializeError(thrown);
     const delayMs = retryDelayMs(job.attempts, { ...DEFAULT_BACKOFF, ...task.backoff });
     this.logger.warn(
-      {
-        jobId: job.id,
-        task: job.task,
-        queue: job.queue,
-        attempt: job.attempts,
-        err: error.message,
-      },
+      { ...jobFields(job), err: error.message, permanent, retryInMs: delayMs },
       "attempt failed",
     );
     this.outcomes.add({
@@ -569,7 +558,7 @@ export class Worker {
     this.running.delete(entry.job.id);
     entry.abandoned = true;
     entry.controller.abort(reason);
-    this.logger.warn({ jobId: entry.job.id, code: reason.code }, reason.message);
+    this.logger.warn({ ...jobFields(entry.job), code: reason.code }, reason.message);
     this.slotFreed();
   }
 
@@ -658,6 +647,11 @@ export class Worker {
       return undefined;
     }
   }
+}
+
+/** What every log line about a job carries (the worker id comes from the worker's logger). */
+function jobFields(job: Job): { jobId: number; task: string; queue: string; attempt: number } {
+  return { jobId: job.id, task: job.task, queue: job.queue, attempt: job.attempts };
 }
 
 /** Handler results are stored as jsonb: anything JSON.stringify cannot represent faithfully fails. */
