@@ -14,6 +14,7 @@ import {
 } from "./jobs/control.ts";
 import { type EnqueuedJob, insertJobs, type NewJob } from "./jobs/enqueue.ts";
 import { jobTimeline, type TimelinePage } from "./jobs/events.ts";
+import { findUnstorable } from "./jobs/storable.ts";
 import type { Job } from "./jobs/types.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { type AnyTaskDefinition, TaskRegistry } from "./tasks.ts";
@@ -106,6 +107,13 @@ export class Pgwake {
     }
     if (job.runAt !== undefined && job.delayMs !== undefined) {
       throw new PgwakeError("INVALID_OPTIONS", "give runAt or delayMs, not both");
+    }
+    // Refused here rather than by Postgres, where one bad job fails the whole batch.
+    const unstorable = findUnstorable(job.payload, "payload");
+    if (unstorable) {
+      throw new PgwakeError("INVALID_PAYLOAD", `${unstorable.path}: ${unstorable.message}`, {
+        details: [unstorable],
+      });
     }
     const definition = this.tasks.get(job.task);
     if (!definition) {

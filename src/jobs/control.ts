@@ -24,7 +24,9 @@ const CANCEL_JOBS = statement(
    ), events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data)
      SELECT id, 'cancelled', attempts, CASE WHEN was = 'running' THEN lease_owner END,
-            'cancelled while ' || was, jsonb_build_object('was', was, 'reason', $2::text)
+            'cancelled while ' || was,
+            jsonb_build_object('was', was, 'reason', $2::text)
+              || CASE WHEN was = 'running' THEN jsonb_build_object('startedAt', started_at) ELSE '{}' END
      FROM updated
    )
    SELECT u.*, CASE WHEN u.was = 'running'

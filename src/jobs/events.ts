@@ -112,7 +112,7 @@ export async function jobTimeline(
   if (after === 0) events.push(derived(job, "enqueued", job.createdAt, null, null, "enqueued"));
   for (const event of stored) {
     const startedAt = startedAtOf(event);
-    if (startedAt && (event.kind === "attempt_failed" || event.kind === "lease_expired")) {
+    if (startedAt && CLAIM_ENDING_KINDS.has(event.kind)) {
       events.push(derived(job, "claimed", startedAt, event.attempt, event.workerId, "claimed"));
     }
     events.push(event);
@@ -121,6 +121,9 @@ export async function jobTimeline(
   events.sort((a, b) => a.at.getTime() - b.at.getTime() || order(a) - order(b));
   return { events, nextCursor: more ? (stored.at(-1)?.id ?? null) : null };
 }
+
+/** Stored steps that end an attempt: the claim they end is derived from their `startedAt`. */
+const CLAIM_ENDING_KINDS = new Set<JobEventKind>(["attempt_failed", "lease_expired", "cancelled"]);
 
 function currentAttempt(job: Job): JobEvent[] {
   const out: JobEvent[] = [];

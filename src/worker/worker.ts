@@ -228,7 +228,10 @@ export class Worker {
           this.wake();
         },
         onDisconnected: () => {
+          // Nobody hears notifications now: spare submitters the cost (best effort, the
+          // database may be the thing that went away).
           this.registered = false;
+          this.track(this.safely(unregisterWaiter(this.pool, this.sql, this.id), "unregister failed"));
         },
       });
       this.listener.start();
