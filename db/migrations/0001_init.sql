@@ -89,8 +89,11 @@ CREATE TABLE {{schema}}.queues (
   updated_at timestamptz NOT NULL DEFAULT now()
 );
 
--- Workers that have caught up with a queue and sleep until told otherwise. Inserts notify only
--- when a row here says somebody is waiting, so a busy fleet costs submitters no NOTIFY at all.
+-- Workers that have caught up with a queue and sleep until told otherwise. A waiter row is a
+-- one-shot wake-up token: the insert that finds it deletes it and notifies that worker, and the
+-- inserts after it find no token and notify nobody until the worker has caught up again and put
+-- its token back. So a stream of submissions costs one NOTIFY per worker wake-up, not one per
+-- job, and a fleet busy draining a backlog (no tokens) costs submitters no NOTIFY at all.
 -- Unlogged: after a crash it is empty and workers register again when they reconnect.
 CREATE UNLOGGED TABLE {{schema}}.waiters (
   queue     text NOT NULL,
@@ -99,25 +102,47 @@ CREATE UNLOGGED TABLE {{schema}}.waiters (
   PRIMARY KEY (queue, worker_id)
 );
 
--- Tells waiting workers of `queues` that jobs are ready (or, with a delay, will be).
--- The shared advisory lock pairs with the exclusive one a worker takes right after it
--- registers (see src/worker/wake.ts): either this transaction sees the waiter and notifies,
--- or the worker's registration waits for this transaction to end and its claim sees the rows.
-CREATE FUNCTION {{schema}}.wake(queues text[], delays_ms bigint[] DEFAULT NULL) RETURNS void
+-- Wakes waiting workers of `queues`: up to counts[i] of them for queue i (all when NULL), each by
+-- a notification `queue<TAB>worker_id` that only that worker acts on. A job due later wakes no one
+-- but tells every waiting worker when (`queue<TAB>@delay_ms`), so it can set a timer.
+-- The shared advisory lock pairs with the exclusive one a worker takes right after it puts its
+-- token (see src/worker/wake.ts): either this transaction sees the token and notifies, or the
+-- worker's registration waits for this transaction to end and its next claim sees the rows.
+-- SKIP LOCKED: concurrent submitters wake different workers, and never queue behind each other.
+CREATE FUNCTION {{schema}}.wake(queues text[], counts integer[] DEFAULT NULL, delays_ms bigint[] DEFAULT NULL)
+RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
   i integer;
   q text;
   d bigint;
+  woken text;
+  -- A repeatable-read snapshot may predate a waiter's registration: tell everyone instead.
   stale_snapshot boolean := current_setting('transaction_isolation') <> 'read committed';
 BEGIN
   FOR i IN 1 .. coalesce(array_length(queues, 1), 0) LOOP
     q := queues[i];
     d := coalesce(delays_ms[i], 0);
     PERFORM pg_advisory_xact_lock_shared(hashtext({{channel}}), hashtext(q));
-    -- A repeatable-read snapshot may predate a waiter's registration: notify regardless.
-    IF stale_snapshot OR EXISTS (SELECT 1 FROM {{schema}}.waiters w WHERE w.queue = q) THEN
-      PERFORM pg_notify({{channel}}, CASE WHEN d > 0 THEN q || '@' || d ELSE q END);
+    IF d > 0 THEN
+      IF EXISTS (SELECT 1 FROM {{schema}}.waiters w WHERE w.queue = q) THEN
+        PERFORM pg_notify({{channel}}, q || E'\t@' || d);
+      END IF;
+    ELSIF stale_snapshot THEN
+      PERFORM pg_notify({{channel}}, q);
+    ELSE
+      FOR woken IN
+        DELETE FROM {{schema}}.waiters w
+        WHERE (w.queue, w.worker_id) IN (
+          SELECT t.queue, t.worker_id FROM {{schema}}.waiters t
+          WHERE t.queue = q
+          ORDER BY t.since
+          LIMIT counts[i]
+          FOR UPDATE SKIP LOCKED)
+        RETURNING w.worker_id
+      LOOP
+        PERFORM pg_notify({{channel}}, q || E'\t' || woken);
+      END LOOP;
     END IF;
   END LOOP;
 END
@@ -127,20 +152,23 @@ CREATE FUNCTION {{schema}}.jobs_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
   qs text[];
+  ns integer[];
   ds bigint[];
 BEGIN
-  -- One wake per queue per statement: a 10,000-row insert sends one notification.
+  -- Once per statement: a 10,000-row insert wakes each waiting worker of its queue at most once.
   -- Sorted: wake() takes one advisory lock per queue, in the order workers take them too.
-  SELECT array_agg(queue ORDER BY queue), array_agg(delay_ms ORDER BY queue) INTO qs, ds
+  SELECT array_agg(queue ORDER BY queue), array_agg(n ORDER BY queue), array_agg(delay_ms ORDER BY queue)
+  INTO qs, ns, ds
   FROM (
     SELECT n.queue,
+           count(*)::integer AS n,
            greatest(0, ceil(extract(epoch FROM min(n.run_at) - now()) * 1000))::bigint AS delay_ms
     FROM new_jobs n
     WHERE n.status IN ('pending', 'retrying')
     GROUP BY n.queue
   ) per_queue;
   IF qs IS NOT NULL THEN
-    PERFORM {{schema}}.wake(qs, ds);
+    PERFORM {{schema}}.wake(qs, ns, ds);
   END IF;
   RETURN NULL;
 END

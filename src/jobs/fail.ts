@@ -36,7 +36,8 @@ const FAIL_JOBS = statement(
      FROM updated u JOIN f ON f.id = u.id
      UNION ALL
      SELECT f.id, 'outcome_ignored', f.attempt, $6,
-            'failure of attempt ' || f.attempt || ' ignored: the worker no longer held the job'
+            'failure of attempt ' || f.attempt || ' ignored: the worker no longer held the job',
+            NULL::jsonb
      FROM f WHERE f.id NOT IN (SELECT id FROM updated)
    )
    SELECT id, queue, status, run_at FROM updated`,

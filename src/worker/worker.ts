@@ -123,6 +123,7 @@ export class Worker {
   /** There may be ready jobs: claim when a slot is free. */
   private wanted = false;
   private registered = false;
+  private unregistering: Promise<unknown> | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private nextRunTimer: NodeJS.Timeout | undefined;
   private nextRunAt = Number.POSITIVE_INFINITY;
@@ -230,8 +231,7 @@ export class Worker {
         onDisconnected: () => {
           // Nobody hears notifications now: spare submitters the cost (best effort, the
           // database may be the thing that went away).
-          this.registered = false;
-          this.track(this.safely(unregisterWaiter(this.pool, this.sql, this.id), "unregister failed"));
+          this.unregister();
         },
       });
       this.listener.start();
@@ -324,12 +324,18 @@ export class Worker {
   private onNotification(channel: string, payload: string): void {
     if (this.state !== "running") return;
     if (channel === this.sql.channel) {
-      const at = payload.lastIndexOf("@");
-      const queue = at === -1 ? payload : payload.slice(0, at);
+      // `queue` (everyone), `queue<TAB>@delayMs` (a job due later), `queue<TAB>workerId` (a
+      // waiter token was spent on that worker: only it wakes). See wake() in 0001_init.sql.
+      const [queue = "", target] = payload.split("\t");
       if (!this.opts.queues.includes(queue)) return;
-      const delayMs = at === -1 ? 0 : Number(payload.slice(at + 1));
-      if (delayMs > 0) this.scheduleNextRun(delayMs);
-      else this.wake();
+      if (target === undefined) {
+        this.wake();
+      } else if (target.startsWith("@")) {
+        this.scheduleNextRun(Number(target.slice(1)) || 0);
+      } else if (target === this.id) {
+        this.registered = false; // the submitter deleted our token
+        this.wake();
+      }
       return;
     }
     const match = /^cancel (\d+)$/.exec(payload);
@@ -386,26 +392,39 @@ export class Worker {
         // meanwhile, so stop asking inserters for one.
         this.wanted = true;
         if (this.registered) {
-          this.registered = false;
-          this.track(
-            this.safely(
-              unregisterWaiter(this.pool, this.sql, this.id),
-              "could not unregister waiter",
-            ),
-          );
+          this.unregister();
         }
       } else if (!this.registered && this.listener?.connected) {
         // Caught up: ask to be notified, then claim once more for what was committed while the
         // registration became visible.
+        // `registered` is set before the token is visible: a submitter may spend the token (and
+        // its notification may arrive) while we still wait for the barrier, and that must win.
+        this.registered = true;
         try {
+          await this.unregistering; // a late DELETE must not remove the token we put now
           await registerWaiter(this.pool, this.sql, this.id, this.opts.queues);
-          this.registered = true;
           this.wanted = true;
         } catch (error) {
+          this.registered = false;
           this.logger.warn({ err: error }, "could not register for wake-ups; polling");
         }
       }
     }
+  }
+
+  /** Takes our tokens back (we are busy, or cannot hear notifications). */
+  private unregister(): void {
+    this.registered = false;
+    const previous = this.unregistering;
+    const done = (async () => {
+      await previous;
+      await this.safely(
+        unregisterWaiter(this.pool, this.sql, this.id),
+        "could not unregister waiter",
+      );
+    })();
+    this.unregistering = done;
+    this.track(done);
   }
 
   private schedulePoll(): void {
@@ -526,6 +545,12 @@ export class Worker {
       const result = toJsonResult(outcome.result);
       if (result.ok) {
         this.stats.completed++;
+        if (this.logger.isLevelEnabled("debug")) {
+          this.logger.debug(
+            { ...jobFields(job), ms: Date.now() - entry.startedAt },
+            "job completed",
+          );
+        }
         this.outcomes.add({
           kind: "completion",
           item: { id: job.id, attempt: job.attempts, result: result.value },
@@ -653,8 +678,16 @@ export class Worker {
 }
 
 /** What every log line about a job carries (the worker id comes from the worker's logger). */
-function jobFields(job: Job): { jobId: number; task: string; queue: string; attempt: number } {
-  return { jobId: job.id, task: job.task, queue: job.queue, attempt: job.attempts };
+function jobFields(job: Job): Record<string, string | number> {
+  const fields: Record<string, string | number> = {
+    jobId: job.id,
+    task: job.task,
+    queue: job.queue,
+    attempt: job.attempts,
+  };
+  // The id of the HTTP request that submitted the job follows it into the worker's logs.
+  if (job.requestId) fields.requestId = job.requestId;
+  return fields;
 }
 
 /** Handler results are stored as jsonb: anything JSON.stringify cannot represent faithfully fails. */
