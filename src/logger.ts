@@ -3,8 +3,11 @@ import { type Logger, type LoggerOptions, pino } from "pino";
 export type { Logger } from "pino";
 
 /** The root logger: JSON lines on stdout; secrets in connection strings are redacted. */
-export function createLogger(options: LoggerOptions = {}): Logger {
-  return pino({
+export function createLogger(
+  options: LoggerOptions = {},
+  destination?: pino.DestinationStream,
+): Logger {
+  const settings: LoggerOptions = {
     level: process.env.PGWAKE_LOG_LEVEL ?? "info",
     base: { service: "pgwake" },
     redact: {
@@ -12,7 +15,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       censor: "[redacted]",
     },
     ...options,
-  });
+  };
+  return destination ? pino(settings, destination) : pino(settings);
 }
 
 /** A logger that drops everything: the default for library use when none is given. */
