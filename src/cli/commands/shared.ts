@@ -1,0 +1,154 @@
+import { createApp } from "../../api/app.ts";
+import { serveApi } from "../../api/server.ts";
+import { Pgwake } from "../../client.ts";
+import { type Config, redactUrl } from "../../config.ts";
+import { PgwakeError } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
+import type { TaskRegistry } from "../../tasks.ts";
+import type { Worker } from "../../worker/worker.ts";
+import type { ParsedCommand } from "../args.ts";
+import type { Database } from "../database.ts";
+import { CommandError } from "../errors.ts";
+import type { Lifecycle } from "../lifecycle.ts";
+
+/** What every command gets from `main`. */
+export interface CommandContext {
+  config: Config;
+  logger: Logger;
+  lifecycle: Lifecycle;
+  parsed: ParsedCommand;
+  /** Where a command prints its result (stdout). */
+  print: (text: string) => void;
+}
+
+/** A Pgwake client on the database, closed by the lifecycle. */
+export function openPgwake(
+  database: Database,
+  config: Config,
+  tasks: TaskRegistry,
+  logger: Logger,
+  lifecycle: Lifecycle,
+): Pgwake {
+  const pgwake = new Pgwake({
+    connectionString: database.connectionString,
+    schema: config.schema,
+    tasks,
+    logger,
+  });
+  lifecycle.onCleanup("database pool", () => pgwake.close());
+  return pgwake;
+}
+
+/**
+ * Brings the schema to where this code needs it, or checks that it is there.
+ * `migrate` applies pending migrations; `require` refuses an old or newer schema; `report` only
+ * warns (the API's /ready says 503 until someone migrates).
+ */
+export async function prepareSchema(
+  pgwake: Pgwake,
+  mode: "migrate" | "require" | "report",
+  database: Database,
+  logger: Logger,
+): Promise<void> {
+  try {
+    if (mode === "migrate") {
+      const { applied, version } = await pgwake.migrate();
+      logger.info({ schema: pgwake.schema, version, applied }, "database schema is current");
+      return;
+    }
+    const state = await pgwake.schemaState();
+    if (state.current === state.latest) return;
+    const message =
+      state.current < state.latest
+        ? `schema "${pgwake.schema}" is at version ${state.current}, this pgwake needs ${state.latest}: run \`pgwake migrate\` first`
+        : `schema "${pgwake.schema}" is at version ${state.current}, newer than this pgwake knows (${state.latest}): upgrade pgwake`;
+    if (mode === "report") logger.warn({ schema: pgwake.schema, ...state }, message);
+    else throw new CommandError(message);
+  } catch (error) {
+    throw describeDatabaseError(error, database);
+  }
+}
+
+/** Turns a connection failure into a message that names the database (password hidden). */
+export function describeDatabaseError(error: unknown, database: Database): unknown {
+  if (error instanceof CommandError) return error;
+  if (error instanceof PgwakeError) return new CommandError(error.message, { cause: error });
+  const code = (error as { code?: string }).code;
+  const message = (error as Error).message || code || String(error);
+  return new CommandError(
+    `database ${redactUrl(database.connectionString)}: ${message}${code && !message.includes(code) ? ` (${code})` : ""}`,
+    { cause: error },
+  );
+}
+
+/** Starts a worker with the configured settings; the lifecycle drains it on stop. */
+export async function startWorker(
+  pgwake: Pgwake,
+  database: Database,
+  config: Config,
+  lifecycle: Lifecycle,
+): Promise<Worker> {
+  const worker = pgwake.worker({
+    connectionString: database.connectionString,
+    queues: config.queues,
+    concurrency: config.concurrency,
+    notify: config.notify,
+    pollIntervalMs: config.pollIntervalMs,
+    leaseMs: config.leaseMs,
+    heartbeatMs: config.heartbeatMs,
+    defaultTimeoutMs: config.jobTimeoutMs,
+    retentionMs: config.retentionMs,
+  });
+  lifecycle.onCleanup("worker", () => worker.stop({ graceMs: config.shutdownGraceMs }));
+  try {
+    await worker.start();
+  } catch (error) {
+    throw describeDatabaseError(error, database);
+  }
+  return worker;
+}
+
+/** Serves the HTTP API; the lifecycle closes it first on stop. */
+export async function startApi(
+  pgwake: Pgwake,
+  config: Config,
+  logger: Logger,
+  lifecycle: Lifecycle,
+): Promise<{ url: string; port: number }> {
+  const app = createApp({
+    pgwake,
+    logger,
+    apiKeys: config.apiKeys,
+    metricsPublic: config.metricsPublic,
+    bodyLimitBytes: config.bodyLimitBytes,
+    batchLimit: config.batchLimit,
+  });
+  let server: Awaited<ReturnType<typeof serveApi>>;
+  try {
+    server = await serveApi(app, { port: config.port, host: config.host });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const hint =
+      code === "EADDRINUSE"
+        ? `port ${config.port} is already in use: set PORT (or --port) to a free port`
+        : code === "EACCES"
+          ? `not allowed to listen on port ${config.port}: use a port above 1023`
+          : `cannot listen on ${config.host}:${config.port}: ${(error as Error).message}`;
+    throw new CommandError(hint, { cause: error });
+  }
+  lifecycle.onCleanup("HTTP server", () =>
+    // Open requests get the grace period; a client that never finishes does not hold us.
+    Promise.race([server.close(), delay(config.shutdownGraceMs)]),
+  );
+  return { url: server.url, port: server.port };
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** A newcomer's next step, printed when the API is up. */
+export function curlHint(url: string): string {
+  const local = url.replace("://0.0.0.0:", "://localhost:").replace("://[::]:", "://localhost:");
+  return `curl -X POST ${local}/jobs -H 'content-type: application/json' -d '{"task":"demo.echo","payload":{"hello":"world"}}'`;
+}

@@ -1,0 +1,31 @@
+import { openDatabase } from "../database.ts";
+import { buildRegistry } from "../task-module.ts";
+import {
+  type CommandContext,
+  curlHint,
+  openPgwake,
+  prepareSchema,
+  startApi,
+  startWorker,
+} from "./shared.ts";
+
+/** `pgwake start`: migrate, then the API and a worker in one process, until a signal. */
+export async function start({ config, logger, lifecycle }: CommandContext): Promise<number> {
+  const tasks = await buildRegistry(config);
+  const database = await openDatabase(config, logger, lifecycle);
+  lifecycle.checkpoint();
+  const pgwake = openPgwake(database, config, tasks, logger, lifecycle);
+  await prepareSchema(pgwake, "migrate", database, logger);
+  lifecycle.checkpoint();
+  const worker =
+    tasks.size > 0 ? await startWorker(pgwake, database, config, lifecycle) : undefined;
+  if (!worker) logger.warn("no tasks registered: running the API without a worker");
+  lifecycle.checkpoint();
+  const api = await startApi(pgwake, config, logger, lifecycle);
+  logger.info(
+    { url: api.url, tasks: tasks.names(), queues: config.queues, workerId: worker?.id },
+    `pgwake is ready at ${api.url}; try: ${curlHint(api.url)}`,
+  );
+  await lifecycle.stopRequested;
+  return 0;
+}

@@ -1,0 +1,126 @@
+import { readFileSync } from "node:fs";
+import { type Config, ConfigError, loadConfig, redactConfig } from "../config.ts";
+import { EmbeddedPostgresError } from "../embedded.ts";
+import { PgwakeError } from "../errors.ts";
+import type { Logger } from "../logger.ts";
+import { COMMANDS, type CommandName, commandHelp, parseCommand, topLevelHelp } from "./args.ts";
+import { api } from "./commands/api.ts";
+import { enqueue } from "./commands/enqueue.ts";
+import { migrate } from "./commands/migrate.ts";
+import type { CommandContext } from "./commands/shared.ts";
+import { start } from "./commands/start.ts";
+import { worker } from "./commands/worker.ts";
+import { CommandError, EXIT, UsageError } from "./errors.ts";
+import { Lifecycle, StopRequested } from "./lifecycle.ts";
+import { createCliLogger, flushLogger } from "./logging.ts";
+
+const RUNNERS: Record<CommandName, (ctx: CommandContext) => Promise<number>> = {
+  start,
+  api,
+  worker,
+  migrate,
+  enqueue,
+};
+/** Commands that run until a signal: a signal is their normal, clean end. */
+const LONG_RUNNING = new Set<CommandName>(["start", "api", "worker"]);
+
+/** The pgwake version, from package.json. */
+export function version(): string {
+  const text = readFileSync(new URL("../../package.json", import.meta.url), "utf8");
+  return (JSON.parse(text) as { version: string }).version;
+}
+
+/**
+ * Runs `pgwake <argv…>` and resolves with the exit code: 0 done (or stopped cleanly by a signal),
+ * 1 failed, 2 bad command line or configuration.
+ */
+export async function run(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === undefined || name === "-h" || name === "--help" || name === "help") {
+    const out = name === undefined ? process.stderr : process.stdout;
+    out.write(topLevelHelp(version()));
+    return name === undefined ? EXIT.usage : EXIT.ok;
+  }
+  if (name === "-v" || name === "--version") {
+    process.stdout.write(`${version()}\n`);
+    return EXIT.ok;
+  }
+  if (!Object.hasOwn(COMMANDS, name)) {
+    return usageFailure(
+      "pgwake",
+      `unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(", ")})`,
+    );
+  }
+  const command = name as CommandName;
+  const spec = COMMANDS[command];
+
+  let parsed: ReturnType<typeof parseCommand>;
+  let config: Config;
+  try {
+    parsed = parseCommand(spec, args);
+    if (parsed.help) {
+      process.stdout.write(commandHelp(spec));
+      return EXIT.ok;
+    }
+    config = loadConfig(process.env, parsed.flags);
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof ConfigError) {
+      return usageFailure(`pgwake ${command}`, error.message);
+    }
+    throw error;
+  }
+
+  const logger = createCliLogger(config, { toStderr: command === "enqueue" });
+  const lifecycle = new Lifecycle(logger);
+  lifecycle.installSignalHandlers();
+  logger[command === "enqueue" ? "debug" : "info"](
+    { command, version: version(), pid: process.pid, config: redactConfig(config) },
+    `pgwake ${command}: effective configuration`,
+  );
+
+  let code: number;
+  try {
+    code = await RUNNERS[command]({
+      config,
+      logger,
+      lifecycle,
+      parsed,
+      print: (text) => process.stdout.write(text),
+    });
+  } catch (error) {
+    code = reportFailure(command, error, logger);
+  }
+  const clean = await lifecycle.cleanup();
+  if (code === EXIT.ok && !clean) code = EXIT.failure;
+  if (LONG_RUNNING.has(command)) {
+    logger.info({ exitCode: code }, code === EXIT.ok ? "stopped cleanly" : "stopped");
+  }
+  await flushLogger(logger);
+  return code;
+}
+
+function usageFailure(prefix: string, message: string): number {
+  const command = prefix === "pgwake" ? "pgwake" : prefix;
+  process.stderr.write(`${prefix}: ${message}\nRun \`${command} --help\` for usage.\n`);
+  return EXIT.usage;
+}
+
+/** Logs why a command failed and picks its exit code. */
+function reportFailure(command: CommandName, error: unknown, logger: Logger): number {
+  if (error instanceof StopRequested) {
+    logger.info("stopped while starting");
+    return LONG_RUNNING.has(command) ? EXIT.ok : EXIT.failure;
+  }
+  if (error instanceof UsageError || error instanceof ConfigError) {
+    return usageFailure(`pgwake ${command}`, error.message);
+  }
+  const known =
+    error instanceof CommandError ||
+    error instanceof EmbeddedPostgresError ||
+    error instanceof PgwakeError;
+  const message = error instanceof Error ? error.message : String(error);
+  // Known failures are explained by their message; anything else gets its stack in the log.
+  logger.fatal(known ? { code: (error as { code?: string }).code } : { err: error }, message);
+  process.stderr.write(`pgwake ${command}: ${message}\n`);
+  return EXIT.failure;
+}

@@ -1,0 +1,124 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, redactConfig, SETTINGS } from "../../src/config.ts";
+
+function problems(env: Record<string, string>, flags = {}): string[] {
+  try {
+    loadConfig(env, flags, "/srv/app");
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  it("has a default for everything", () => {
+    const config = loadConfig({}, {}, "/srv/app");
+    expect(config).toMatchObject({
+      databaseUrl: undefined,
+      port: 3_000,
+      host: "127.0.0.1",
+      schema: "pgwake",
+      queues: ["default"],
+      concurrency: 16,
+      retentionMs: 7 * 86_400_000,
+      notify: true,
+      builtinTasks: true,
+      apiKeys: [],
+      bodyLimitBytes: 1_048_576,
+      dataDir: "/srv/app/.pgwake/postgres",
+      embeddedPort: 54_329,
+    });
+  });
+
+  it("reads the environment, and flags override it", () => {
+    const config = loadConfig(
+      {
+        DATABASE_URL: "postgres://app:pw@db:5432/app",
+        PORT: "8080",
+        PGWAKE_QUEUES: "emails, reports ,",
+        PGWAKE_CONCURRENCY: "4",
+        PGWAKE_NOTIFY: "off",
+        PGWAKE_RETENTION: "12h",
+        PGWAKE_API_KEYS: "k1,k2",
+        PGWAKE_BODY_LIMIT: "512kb",
+        PGWAKE_TASKS: "./tasks.ts",
+      },
+      { port: "9090", notify: true, concurrency: "2" },
+      "/srv/app",
+    );
+    expect(config).toMatchObject({
+      databaseUrl: "postgres://app:pw@db:5432/app",
+      port: 9_090,
+      queues: ["emails", "reports"],
+      concurrency: 2,
+      notify: true,
+      retentionMs: 12 * 3_600_000,
+      apiKeys: ["k1", "k2"],
+      bodyLimitBytes: 512 * 1_024,
+      tasks: "/srv/app/tasks.ts",
+    });
+  });
+
+  it("treats empty variables as unset and understands forever", () => {
+    expect(loadConfig({ PORT: "", PGWAKE_RETENTION: "forever" }).port).toBe(3_000);
+    expect(loadConfig({ PGWAKE_RETENTION: "0" }).retentionMs).toBeNull();
+  });
+
+  it("reports every problem at once, naming where each value came from", () => {
+    const found = problems(
+      {
+        PORT: "70000",
+        PGWAKE_CONCURRENCY: "lots",
+        PGWAKE_NOTIFY: "maybe",
+        PGWAKE_RETENTION: "7 days",
+        PGWAKE_SCHEMA: "Bad-Name",
+        DATABASE_URL: "mysql://x",
+        PGWAKE_HEARTBEAT_MS: "60000",
+      },
+      { queues: "ok,not ok" },
+    );
+    expect(found).toHaveLength(8);
+    expect(found.join("\n")).toMatch(/^PGWAKE_HEARTBEAT_MS: must be shorter/m);
+    expect(found.join("\n")).toMatch(/^PORT: must be at most 65535/m);
+    expect(found.join("\n")).toMatch(/^PGWAKE_CONCURRENCY: must be a number/m);
+    expect(found.join("\n")).toMatch(/^PGWAKE_NOTIFY: must be on or off/m);
+    expect(found.join("\n")).toMatch(/^PGWAKE_RETENTION:/m);
+    expect(found.join("\n")).toMatch(/^PGWAKE_SCHEMA:/m);
+    expect(found.join("\n")).toMatch(/^DATABASE_URL: must be a postgres/m);
+    expect(found.join("\n")).toMatch(/^--queues: queue names/m);
+    // The heartbeat is checked against the lease even though other settings are broken.
+    expect(problems({ PGWAKE_HEARTBEAT_MS: "60000", PORT: "x" }).join("\n")).toMatch(
+      /PGWAKE_HEARTBEAT_MS: must be shorter than the lease/,
+    );
+  });
+
+  it("never echoes a database URL back, even an invalid one", () => {
+    const found = problems({ DATABASE_URL: "mysql://u:hunter2@x" });
+    expect(found.join("\n")).not.toContain("hunter2");
+  });
+});
+
+describe("redactConfig", () => {
+  it("hides the password and the API keys", () => {
+    const config = loadConfig({
+      DATABASE_URL: "postgres://app:hunter2@db:5432/app",
+      PGWAKE_API_KEYS: "secret-key-1,secret-key-2",
+    });
+    const shown = JSON.stringify(redactConfig(config));
+    expect(shown).not.toContain("hunter2");
+    expect(shown).not.toContain("secret-key");
+    expect(shown).toContain("db:5432");
+    expect(redactConfig(loadConfig({})).database).toBe("embedded");
+  });
+});
+
+describe("SETTINGS", () => {
+  it("documents one environment variable and one flag per setting", () => {
+    const envs = SETTINGS.map((s) => s.env);
+    const flags = SETTINGS.map((s) => s.flag);
+    expect(new Set(envs).size).toBe(envs.length);
+    expect(new Set(flags).size).toBe(flags.length);
+    expect(Object.keys(loadConfig({})).sort()).toEqual(SETTINGS.map((s) => s.key).sort());
+  });
+});
