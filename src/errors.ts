@@ -58,23 +58,30 @@ export function serializeError(thrown: unknown): SerializedError {
   if (thrown instanceof Error) {
     const code = (thrown as { code?: unknown }).code;
     return {
-      name: thrown.name,
-      message: thrown.message || thrown.name,
-      ...(typeof code === "string" ? { code } : {}),
-      ...(thrown.stack ? { stack: thrown.stack.slice(0, MAX_STACK) } : {}),
+      name: storable(thrown.name),
+      message: storable(thrown.message || thrown.name),
+      ...(typeof code === "string" ? { code: storable(code) } : {}),
+      ...(thrown.stack ? { stack: storable(thrown.stack.slice(0, MAX_STACK)) } : {}),
     };
   }
   let value: unknown;
   try {
-    value = JSON.parse(JSON.stringify(thrown ?? null));
+    value = JSON.parse(JSON.stringify(thrown ?? null), (_key, v: unknown) =>
+      typeof v === "string" ? storable(v) : v,
+    );
   } catch {
-    value = String(thrown);
+    value = storable(String(thrown));
   }
   return {
     name: "NonErrorThrown",
-    message: `handler threw a non-Error value: ${describe(thrown)}`,
+    message: storable(`handler threw a non-Error value: ${describe(thrown)}`),
     value,
   };
+}
+
+/** Text jsonb accepts: no U+0000, no lone surrogates (an error must always be recordable). */
+function storable(text: string): string {
+  return text.replaceAll("\u0000", "\\u0000").toWellFormed();
 }
 
 function describe(value: unknown): string {

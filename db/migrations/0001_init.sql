@@ -102,13 +102,43 @@ CREATE UNLOGGED TABLE {{schema}}.waiters (
   PRIMARY KEY (queue, worker_id)
 );
 
+-- 1 while some waiter row may exist, 0 when none does. Read by the insert trigger's WHEN clause
+-- without a query or a lock, so a submission while no worker waits costs one function call.
+-- Sequences are not transactional: a worker raises it before its token is even committed, and
+-- only the serialised reset below lowers it, after seeing that no token is left.
+CREATE SEQUENCE {{schema}}.waiting MINVALUE 0 MAXVALUE 1 START 0;
+
+-- Puts a worker's tokens for `queues`. The session that called it must then take a snapshot and
+-- wait for the transactions it lists (src/worker/wake.ts): any submitter that decided "nobody
+-- waits" before this commit was already running then.
+CREATE FUNCTION {{schema}}.register_waiter(queues text[], worker text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext({{channel}}), hashtext('waiting'));
+  PERFORM setval('{{schema}}.waiting', 1);
+  INSERT INTO {{schema}}.waiters (queue, worker_id)
+  SELECT DISTINCT q, worker FROM unnest(queues) AS q
+  ON CONFLICT (queue, worker_id) DO NOTHING;
+END
+$$;
+
+-- Lowers the flag when no token is left. Serialised with register_waiter by the advisory lock,
+-- so a registration is never undone by a reset that could not yet see its token.
+CREATE FUNCTION {{schema}}.reset_waiting(leaving text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext({{channel}}), hashtext('waiting'));
+  IF leaving IS NOT NULL THEN
+    DELETE FROM {{schema}}.waiters WHERE worker_id = leaving;
+  END IF;
+  PERFORM setval('{{schema}}.waiting', CASE WHEN EXISTS (SELECT 1 FROM {{schema}}.waiters) THEN 1 ELSE 0 END);
+END
+$$;
+
 -- Wakes waiting workers of `queues`: up to counts[i] of them for queue i (all when NULL), each by
 -- a notification `queue<TAB>worker_id` that only that worker acts on. A job due later wakes no one
 -- but tells every waiting worker when (`queue<TAB>@delay_ms`), so it can set a timer.
--- The shared advisory lock pairs with the exclusive one a worker takes right after it puts its
--- token (see src/worker/wake.ts): either this transaction sees the token and notifies, or the
--- worker's registration waits for this transaction to end and its next claim sees the rows.
--- SKIP LOCKED: concurrent submitters wake different workers, and never queue behind each other.
+-- SKIP LOCKED: concurrent submitters wake different workers and never queue behind each other.
 CREATE FUNCTION {{schema}}.wake(queues text[], counts integer[] DEFAULT NULL, delays_ms bigint[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -117,13 +147,12 @@ DECLARE
   q text;
   d bigint;
   woken text;
-  -- A repeatable-read snapshot may predate a waiter's registration: tell everyone instead.
+  -- A repeatable-read snapshot may predate a waiter's token: tell everyone instead.
   stale_snapshot boolean := current_setting('transaction_isolation') <> 'read committed';
 BEGIN
   FOR i IN 1 .. coalesce(array_length(queues, 1), 0) LOOP
     q := queues[i];
     d := coalesce(delays_ms[i], 0);
-    PERFORM pg_advisory_xact_lock_shared(hashtext({{channel}}), hashtext(q));
     IF d > 0 THEN
       IF EXISTS (SELECT 1 FROM {{schema}}.waiters w WHERE w.queue = q) THEN
         PERFORM pg_notify({{channel}}, q || E'\t@' || d);
@@ -148,36 +177,82 @@ BEGIN
 END
 $$;
 
+-- The wake-up itself happens at commit, not at insert: a transaction that enqueued and stays open
+-- must not hold a worker's token (other submitters would skip it) nor decide from a check made
+-- long before its rows become visible. So the insert trigger only notes, per statement, which
+-- queues got rows (in a transaction-local setting), and the first such statement of a
+-- transaction queues one deferred trigger that calls wake() just before the commit.
+CREATE UNLOGGED TABLE {{schema}}.wake_requests (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY
+);
+
 CREATE FUNCTION {{schema}}.jobs_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-  qs text[];
-  ns integer[];
-  ds bigint[];
+  setting constant text := 'pgwake.wake_' || {{channel}};
+  noted jsonb := coalesce(nullif(current_setting(setting, true), ''), '{}')::jsonb;
+  first boolean := noted = '{}'::jsonb;
+  per_queue record;
 BEGIN
-  -- Once per statement: a 10,000-row insert wakes each waiting worker of its queue at most once.
-  -- Sorted: wake() takes one advisory lock per queue, in the order workers take them too.
-  SELECT array_agg(queue ORDER BY queue), array_agg(n ORDER BY queue), array_agg(delay_ms ORDER BY queue)
-  INTO qs, ns, ds
-  FROM (
-    SELECT n.queue,
-           count(*)::integer AS n,
-           greatest(0, ceil(extract(epoch FROM min(n.run_at) - now()) * 1000))::bigint AS delay_ms
+  FOR per_queue IN
+    SELECT n.queue, count(*)::integer AS n, extract(epoch FROM min(n.run_at)) * 1000 AS due_ms
     FROM new_jobs n
     WHERE n.status IN ('pending', 'retrying')
     GROUP BY n.queue
-  ) per_queue;
-  IF qs IS NOT NULL THEN
-    PERFORM {{schema}}.wake(qs, ns, ds);
+  LOOP
+    -- queue → [rows, earliest run_at in epoch ms]
+    noted := noted || jsonb_build_object(per_queue.queue, jsonb_build_array(
+      coalesce((noted -> per_queue.queue ->> 0)::integer, 0) + per_queue.n,
+      least(coalesce((noted -> per_queue.queue ->> 1)::numeric, per_queue.due_ms), per_queue.due_ms)));
+  END LOOP;
+  IF noted <> '{}'::jsonb THEN
+    PERFORM set_config(setting, noted::text, true);
+    IF first THEN
+      INSERT INTO {{schema}}.wake_requests DEFAULT VALUES;
+    END IF;
   END IF;
   RETURN NULL;
 END
 $$;
 
+CREATE FUNCTION {{schema}}.wake_at_commit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  setting constant text := 'pgwake.wake_' || {{channel}};
+  noted text := current_setting(setting, true);
+  qs text[];
+  ns integer[];
+  ds bigint[];
+BEGIN
+  PERFORM set_config(setting, '', true);
+  DELETE FROM {{schema}}.wake_requests WHERE id = NEW.id;
+  IF coalesce(noted, '') = '' THEN
+    RETURN NULL;
+  END IF;
+  SELECT array_agg(key),
+         array_agg((value ->> 0)::integer),
+         array_agg(greatest(0, ceil((value ->> 1)::numeric - extract(epoch FROM clock_timestamp()) * 1000))::bigint)
+  INTO qs, ns, ds
+  FROM jsonb_each(noted::jsonb);
+  PERFORM {{schema}}.wake(qs, ns, ds);
+  RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER wake_at_commit
+  AFTER INSERT ON {{schema}}.wake_requests
+  DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION {{schema}}.wake_at_commit();
+
+-- The WHEN clause is the fast path: while no worker waits (a busy fleet, or poll-only workers)
+-- nothing above runs. A submission that skipped it just before a worker registered is covered by
+-- the worker, which watches the transactions in progress at its registration (src/worker/wake.ts).
 CREATE TRIGGER jobs_after_insert
   AFTER INSERT ON {{schema}}.jobs
   REFERENCING NEW TABLE AS new_jobs
-  FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.jobs_after_insert();
+  FOR EACH STATEMENT
+  WHEN (pg_sequence_last_value('{{schema}}.waiting'::regclass) > 0)
+  EXECUTE FUNCTION {{schema}}.jobs_after_insert();
 
 -- Adds jobs with the library's semantics, from any language or from psql. `jobs` is a JSON
 -- array of objects with keys task, payload, queue, priority, run_at, delay_ms, max_attempts,

@@ -8,10 +8,11 @@ export interface PoolOptions {
   max?: number;
   applicationName?: string;
   /**
-   * Plan once, run many times: the worker's statements differ only in values, and a custom
-   * plan per execution (what `LIMIT $n` otherwise triggers) costs more than the claim itself.
+   * `force_generic_plan` (the worker's pool): plan once, run many times. The worker's statements
+   * are written so that their best plan does not depend on their values, and a custom plan per
+   * execution (what the claim's `LIMIT $n` otherwise triggers) costs more than the claim itself.
    */
-  genericPlans?: boolean;
+  planCacheMode?: "force_generic_plan" | "force_custom_plan";
 }
 
 /** A pool that survives its server going away: idle-client errors are logged, not thrown. */
@@ -23,7 +24,7 @@ export function createPool(options: PoolOptions, onError?: (error: Error) => voi
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
     keepAlive: true,
-    ...(options.genericPlans ? { options: "-c plan_cache_mode=force_generic_plan" } : {}),
+    ...(options.planCacheMode ? { options: `-c plan_cache_mode=${options.planCacheMode}` } : {}),
   });
   pool.on("error", (error) => onError?.(error));
   return pool;

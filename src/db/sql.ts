@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { PgwakeError } from "../errors.ts";
 
 /** Quotes an identifier for SQL text (schema names only: values always go as parameters). */
 export function quoteIdent(name: string): string {
@@ -15,7 +16,7 @@ export function channelFor(schema: string): string {
 }
 
 /** Valid schema names: plain lower-case identifiers, so they are safe in every position. */
-export const SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,62}$/;
+export const SCHEMA_PATTERN = /^(?!pg_)[a-z_][a-z0-9_]{0,62}$/;
 
 /** A named statement whose SQL holds `{{schema}}` placeholders. */
 export interface Statement {
@@ -40,7 +41,10 @@ export class SchemaSql {
 
   constructor(schema: string) {
     if (!SCHEMA_PATTERN.test(schema)) {
-      throw new Error(`invalid schema name ${JSON.stringify(schema)}: use [a-z_][a-z0-9_]*`);
+      throw new PgwakeError(
+        "INVALID_OPTIONS",
+        `invalid schema name ${JSON.stringify(schema)}: use [a-z_][a-z0-9_]*, not starting with pg_`,
+      );
     }
     this.schema = schema;
     this.channel = channelFor(schema);

@@ -118,7 +118,10 @@ export async function jobTimeline(
     events.push(event);
   }
   if (!more) events.push(...currentAttempt(job));
-  events.sort((a, b) => a.at.getTime() - b.at.getTime() || order(a) - order(b));
+  events.sort(
+    (a, b) =>
+      a.at.getTime() - b.at.getTime() || (a.attempt ?? 0) - (b.attempt ?? 0) || order(a) - order(b),
+  );
   return { events, nextCursor: more ? (stored.at(-1)?.id ?? null) : null };
 }
 

@@ -2,6 +2,7 @@ import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import type { SerializedError } from "../errors.ts";
 
+// Rows are found by primary key (see complete.ts for the COLLATE "C").
 // One statement per batch: each failed attempt is retried after its delay, or fails for good
 // when it was the last attempt or the error was permanent. Every attempt leaves an event with
 // its error; retries say when they will run. Guarded like completion.
@@ -20,7 +21,7 @@ const FAIL_JOBS = statement(
          lease_expires_at = NULL,
          updated_at = now()
      FROM f
-     WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = $6 AND j.attempts = f.attempt
+     WHERE j.id = f.id AND j.status COLLATE "C" = 'running' AND j.lease_owner = $6 AND j.attempts = f.attempt
      RETURNING j.id, j.queue, j.status, j.attempts, j.run_at, j.started_at
    ), events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data)

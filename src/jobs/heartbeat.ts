@@ -14,7 +14,7 @@ const HEARTBEAT = statement(
    )
    UPDATE {{schema}}.jobs j
    SET lease_expires_at = now() + $2::integer * interval '1 millisecond', updated_at = now()
-   WHERE j.id = ANY ($1::bigint[]) AND j.status = 'running' AND j.lease_owner = $3
+   WHERE j.id = ANY ($1::bigint[]) AND j.status COLLATE "C" = 'running' AND j.lease_owner = $3
      AND EXISTS (SELECT 1 FROM seen)
    RETURNING j.id`,
 );

@@ -6,7 +6,8 @@ const TRY_LOCK = statement(
   "SELECT pg_try_advisory_xact_lock(hashtext({{channel}}), hashtext('reaper')) AS locked",
 );
 
-// Jobs whose worker stopped heartbeating go back to the queue (or fail when that was their last
+// Jobs whose worker stopped heartbeating go back to the queue at their old place (run_at kept,
+// so they go before the backlog that came after them) (or fail when that was their last
 // attempt), with an event naming the worker that lost them. Waiting workers are woken.
 const REAP_EXPIRED_LEASES = statement(
   "reap_expired_leases",
@@ -19,7 +20,6 @@ const REAP_EXPIRED_LEASES = statement(
    ), updated AS (
      UPDATE {{schema}}.jobs j
      SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'retrying' END,
-         run_at = now(),
          finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
          last_error = jsonb_build_object(
            'name', 'LeaseExpired', 'code', 'LEASE_EXPIRED', 'worker', j.lease_owner,
@@ -57,6 +57,12 @@ const REMOVE_STALE_WORKERS = statement(
           AND w.since < now() - $1::integer * interval '1 millisecond'
    )
    SELECT count(*)::integer AS removed FROM stale`,
+);
+
+// Lowers the "somebody waits" flag when the tokens are gone (crashed workers, stale rows).
+const RESET_WAITING = statement(
+  "maintenance_reset_waiting",
+  "SELECT {{schema}}.reset_waiting(NULL)",
 );
 
 const PRUNE_JOBS = statement(
@@ -120,6 +126,7 @@ export async function runMaintenance(
         ...sql.bind(REMOVE_STALE_WORKERS),
         values: [options.staleWorkerMs],
       });
+      await client.query(sql.bind(RESET_WAITING));
       let pruned = 0;
       if (options.retentionMs !== null) {
         const prune = await client.query<{ pruned: number }>({

@@ -11,11 +11,10 @@ const RETURN_JOBS = statement(
      UPDATE {{schema}}.jobs j
      SET status = CASE WHEN j.attempts <= 1 THEN 'pending' ELSE 'retrying' END,
          attempts = j.attempts - 1,
-         run_at = now(),
          lease_expires_at = NULL,
          updated_at = now()
      FROM r
-     WHERE j.id = r.id AND j.status = 'running' AND j.lease_owner = $3 AND j.attempts = r.attempt
+     WHERE j.id = r.id AND j.status COLLATE "C" = 'running' AND j.lease_owner = $3 AND j.attempts = r.attempt
      RETURNING j.id, j.queue
    ), events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message)

@@ -8,6 +8,8 @@ export interface BatcherOptions<T> {
   /** Flush at once when this many items wait. */
   maxBatch: number;
   onError: (error: unknown, items: T[]) => void;
+  /** After each write, successful or not (the worker claims again when outcomes drain). */
+  onWritten?: () => void;
 }
 
 /**
@@ -78,11 +80,22 @@ export class Batcher<T> {
           await new Promise((resolve) =>
             setTimeout(resolve, Math.min(5_000, 50 * 2 ** this.failures)),
           );
+        } else if (batch.length > 1) {
+          // One bad item (data the database refuses) must not cost the others their outcome:
+          // write them one by one, and drop only what fails on its own.
+          for (const item of batch) {
+            try {
+              await this.options.write([item]);
+            } catch (itemError) {
+              this.options.onError(itemError, [item]);
+            }
+          }
         } else {
           this.options.onError(error, batch);
         }
       } finally {
         this.writing = undefined;
+        this.options.onWritten?.();
       }
       if (this.queue.length > 0) {
         this.kick(this.queue.length >= this.options.maxBatch ? 0 : this.options.delayMs);

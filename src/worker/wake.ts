@@ -1,56 +1,73 @@
 import type pg from "pg";
 import { type SchemaSql, statement } from "../db/sql.ts";
+import type { Queryable } from "../db/types.ts";
 
-const REGISTER = statement(
-  "register_waiter",
-  `INSERT INTO {{schema}}.waiters (queue, worker_id)
-   SELECT q, $2 FROM unnest($1::text[]) AS q
-   ON CONFLICT (queue, worker_id) DO NOTHING`,
+const REGISTER = statement("register_waiter", "SELECT {{schema}}.register_waiter($1::text[], $2)");
+
+// Every transaction in progress once our token is visible. A submitter that found no token (or
+// skipped the check because the flag was down) had its transaction id before our commit, so it is
+// either committed — our next claim sees its jobs — or listed here, and we claim again when it ends.
+// A snapshot's xip only lists running ids below its xmax (the latest *completed* id + 1); ids
+// handed out after that are running too but unlisted, so the range up to our own fresh id is
+// checked as well.
+const IN_PROGRESS = statement(
+  "in_progress_xids",
+  `WITH s AS (SELECT pg_current_snapshot() AS snap, pg_current_xact_id() AS me)
+   SELECT coalesce(array_agg(x::text), '{}') AS xids
+   FROM (
+     SELECT pg_snapshot_xip(snap) AS x FROM s
+     UNION ALL
+     SELECT g::text::xid8
+     FROM s, generate_series(pg_snapshot_xmax(snap)::text::bigint, me::text::bigint - 1) AS g
+   ) AS candidates
+   WHERE pg_xact_status(x) = 'in progress'`,
 );
 
-// Taken and released at once: waits for every insert that may have checked the waiters before
-// our registration was visible (they hold the shared side until they commit). Keys are taken in
-// the order the insert trigger uses, so the two never deadlock.
-const BARRIER = statement(
-  "waiter_barrier",
-  `SELECT count(pg_advisory_xact_lock(hashtext({{channel}}), hashtext(q)))
-   FROM (SELECT DISTINCT q FROM unnest($1::text[]) AS q ORDER BY q) AS queues`,
+const STILL_RUNNING = statement(
+  "still_running_xids",
+  `SELECT coalesce(array_agg(x::text), '{}') AS xids
+   FROM unnest($1::xid8[]) AS x
+   WHERE pg_xact_status(x) = 'in progress'`,
 );
 
-const UNREGISTER = statement(
-  "unregister_waiter",
-  "DELETE FROM {{schema}}.waiters WHERE worker_id = $1",
-);
+const RESET = statement("reset_waiting", "SELECT {{schema}}.reset_waiting($1)");
 
 /**
- * Tells inserters of `queues` that this worker sleeps until notified. When this resolves, every
- * job committed from then on either sends a notification or is visible to the next claim.
+ * Puts this worker's wake-up tokens for `queues` and returns the transactions that were in
+ * progress once they were visible: the caller claims now, and again when those have ended.
  */
 export async function registerWaiter(
   pool: pg.Pool,
   sql: SchemaSql,
   workerId: string,
   queues: readonly string[],
-): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query({ ...sql.bind(REGISTER), values: [queues, workerId] });
-    await client.query("BEGIN");
-    try {
-      await client.query({ ...sql.bind(BARRIER), values: [queues] });
-    } finally {
-      await client.query("COMMIT");
-    }
-  } finally {
-    client.release();
-  }
+): Promise<string[]> {
+  await pool.query({ ...sql.bind(REGISTER), values: [queues, workerId] });
+  const { rows } = await pool.query<{ xids: string[] }>(sql.bind(IN_PROGRESS));
+  return rows[0]?.xids ?? [];
 }
 
-/** Stops notifications for this worker: it is busy and will claim again on its own. */
-export async function unregisterWaiter(
-  db: Pick<pg.Pool, "query">,
+/** Which of `xids` are still in progress. */
+export async function stillRunning(
+  db: Queryable,
   sql: SchemaSql,
-  workerId: string,
+  xids: readonly string[],
+): Promise<string[]> {
+  const { rows } = await db.query<{ xids: string[] }>({
+    ...sql.bind(STILL_RUNNING),
+    values: [xids],
+  });
+  return rows[0]?.xids ?? [];
+}
+
+/**
+ * Takes a worker's tokens back (it is busy, or cannot hear notifications) — or with no worker,
+ * only lowers the "somebody waits" flag if no token is left, so submitters skip the wake-up.
+ */
+export async function unregisterWaiter(
+  db: Queryable,
+  sql: SchemaSql,
+  workerId: string | null,
 ): Promise<void> {
-  await db.query({ ...sql.bind(UNREGISTER), values: [workerId] });
+  await db.query({ ...sql.bind(RESET), values: [workerId] });
 }

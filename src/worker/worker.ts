@@ -13,6 +13,7 @@ import { type Failure, failJobs } from "../jobs/fail.ts";
 import { heartbeat, removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
 import { type MaintenanceResult, runMaintenance } from "../jobs/reaper.ts";
 import { returnJobs } from "../jobs/returnJobs.ts";
+import { findUnstorable } from "../jobs/storable.ts";
 import type { Job } from "../jobs/types.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import {
@@ -23,7 +24,7 @@ import {
 } from "../tasks.ts";
 import { Batcher } from "./batcher.ts";
 import { Listener } from "./listener.ts";
-import { registerWaiter, unregisterWaiter } from "./wake.ts";
+import { registerWaiter, stillRunning, unregisterWaiter } from "./wake.ts";
 
 /** How a worker process runs; every field but `tasks` and a database has a default. */
 export interface WorkerOptions {
@@ -124,6 +125,9 @@ export class Worker {
   private wanted = false;
   private registered = false;
   private unregistering: Promise<unknown> | undefined;
+  /** Transactions that may have enqueued unseen while we registered. */
+  private watched: string[] = [];
+  private watchTimer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private nextRunTimer: NodeJS.Timeout | undefined;
   private nextRunAt = Number.POSITIVE_INFINITY;
@@ -161,6 +165,8 @@ export class Worker {
       throw new PgwakeError("INVALID_OPTIONS", "a worker needs at least one task");
     this.logger = (options.logger ?? silentLogger).child({ workerId: this.id });
     this.ownsPool = !options.pool;
+    const onPoolError = (error: Error) =>
+      this.logger.warn({ err: error }, "idle database connection failed");
     this.pool =
       options.pool ??
       createPool(
@@ -168,12 +174,13 @@ export class Worker {
           connectionString: this.opts.connectionString,
           max: 4,
           applicationName: "pgwake-worker",
-          genericPlans: true,
+          planCacheMode: "force_generic_plan",
         },
-        (error) => this.logger.warn({ err: error }, "idle database connection failed"),
+        onPoolError,
       );
     this.outcomes = new Batcher<Outcome>({
       write: (items) => this.writeOutcomes(items),
+      onWritten: () => this.slotFreed(),
       delayMs: this.opts.flushDelayMs,
       maxBatch: this.opts.flushBatchSize,
       onError: (error, items) =>
@@ -271,6 +278,7 @@ export class Worker {
     clearTimeout(this.pollTimer);
     clearTimeout(this.nextRunTimer);
     clearTimeout(this.maintenanceTimer);
+    clearTimeout(this.watchTimer);
     const listener = this.listener;
     this.listener = undefined;
     await listener?.close();
@@ -322,6 +330,7 @@ export class Worker {
   // ---- waking and claiming ------------------------------------------------------------------
 
   private onNotification(channel: string, payload: string): void {
+    this.logger.trace({ channel, payload, registered: this.registered }, "notification");
     if (this.state !== "running") return;
     if (channel === this.sql.channel) {
       // `queue` (everyone), `queue<TAB>@delayMs` (a job due later), `queue<TAB>workerId` (a
@@ -335,6 +344,11 @@ export class Worker {
       } else if (target === this.id) {
         this.registered = false; // the submitter deleted our token
         this.wake();
+        // Lower the "somebody waits" flag if ours was the last token, so the submissions that
+        // follow skip the wake-up check entirely.
+        this.track(
+          this.safely(unregisterWaiter(this.pool, this.sql, null), "could not reset waiting flag"),
+        );
       }
       return;
     }
@@ -359,13 +373,13 @@ export class Worker {
       .finally(() => {
         this.claimLoop = undefined;
         // Slots freed while the loop was finishing found it busy: pick them up now.
-        if (this.wanted && this.running.size < this.opts.concurrency) this.requestClaim();
+        if (this.wanted && this.freeSlots() > 0) this.requestClaim();
       });
   }
 
   private async claimUntilIdle(): Promise<void> {
     while (this.wanted && this.state === "running") {
-      const free = this.opts.concurrency - this.running.size;
+      const free = this.freeSlots();
       if (free <= 0) return; // a finishing job calls us again
       this.wanted = false;
       let jobs: Job[];
@@ -386,6 +400,7 @@ export class Worker {
         return;
       }
       this.stats.claimed += jobs.length;
+      this.logger.trace({ claimed: jobs.length, free, registered: this.registered }, "claimed");
       for (const job of jobs) this.run(job);
       if (jobs.length === free) {
         // A full batch: more may be waiting. Claim again when slots free up; no NOTIFY needed
@@ -402,14 +417,46 @@ export class Worker {
         this.registered = true;
         try {
           await this.unregistering; // a late DELETE must not remove the token we put now
-          await registerWaiter(this.pool, this.sql, this.id, this.opts.queues);
+          const inProgress = await registerWaiter(this.pool, this.sql, this.id, this.opts.queues);
+          this.logger.trace(
+            { inProgress: inProgress.length, registered: this.registered },
+            "registered",
+          );
           this.wanted = true;
+          this.watchTransactions(inProgress);
         } catch (error) {
           this.registered = false;
           this.logger.warn({ err: error }, "could not register for wake-ups; polling");
         }
       }
     }
+  }
+
+  /**
+   * Claims again whenever some of `xids` end, until all have: they were running when our token
+   * became visible and may have enqueued without seeing it. Polls with backoff (2 ms to 250 ms)
+   * and blocks nobody: a transaction left open for minutes only costs this cheap query.
+   */
+  private watchTransactions(xids: string[]): void {
+    const merged = new Set([...this.watched, ...xids]);
+    this.watched = [...merged];
+    if (this.watched.length === 0 || this.watchTimer) return;
+    let delayMs = 2;
+    const check = async (): Promise<void> => {
+      this.watchTimer = undefined;
+      if (this.state !== "running") return;
+      const before = this.watched.length;
+      try {
+        this.watched = await stillRunning(this.pool, this.sql, this.watched);
+      } catch (error) {
+        this.logger.warn({ err: error }, "could not check transactions in progress");
+      }
+      if (this.watched.length < before) this.wake();
+      if (this.watched.length === 0) return;
+      delayMs = Math.min(250, delayMs * 2);
+      this.watchTimer = setTimeout(() => this.track(check()), delayMs);
+    };
+    this.watchTimer = setTimeout(() => this.track(check()), delayMs);
   }
 
   /** Takes our tokens back (we are busy, or cannot hear notifications). */
@@ -425,6 +472,15 @@ export class Worker {
     })();
     this.unregistering = done;
     this.track(done);
+  }
+
+  /**
+   * Slots a claim may fill. Outcomes not yet written hold their jobs' leases too: when they pile
+   * up beyond a batch (the database is slower than the handlers), claim less until they drain.
+   */
+  private freeSlots(): number {
+    const unwritten = Math.max(0, this.outcomes.pending - this.opts.flushBatchSize);
+    return this.opts.concurrency - this.running.size - unwritten;
   }
 
   private schedulePoll(): void {
@@ -698,7 +754,11 @@ function toJsonResult(
   try {
     const text = JSON.stringify(value);
     if (text === undefined) throw new TypeError(`a ${typeof value} is not JSON`);
-    return { ok: true, value: JSON.parse(text) };
+    const parsed: unknown = JSON.parse(text);
+    // JSON that jsonb refuses (U+0000, lone surrogates, absurd depth) would fail the whole batch.
+    const unstorable = findUnstorable(parsed, "result");
+    if (unstorable) throw new TypeError(`${unstorable.path} ${unstorable.message}`);
+    return { ok: true, value: parsed };
   } catch (error) {
     return {
       ok: false,
