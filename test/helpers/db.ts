@@ -11,7 +11,10 @@ export interface TestDb {
   pool: pg.Pool;
   pgwake: Pgwake;
   /** Runs SQL with `{{schema}}` replaced by this test's schema. */
-  query: <R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>;
+  query: <R extends pg.QueryResultRow = pg.QueryResultRow>(
+    text: string,
+    values?: unknown[],
+  ) => Promise<R[]>;
   close: () => Promise<void>;
 }
 
@@ -24,7 +27,10 @@ export async function createTestDb(
   options: Omit<PgwakeOptions, "connectionString" | "pool" | "schema"> = {},
 ): Promise<TestDb> {
   const url = databaseUrl();
-  const schema = `t_${name.replace(/[^a-z0-9]/gi, "_").toLowerCase().slice(0, 30)}_${randomBytes(3).toString("hex")}`;
+  const schema = `t_${name
+    .replace(/[^a-z0-9]/gi, "_")
+    .toLowerCase()
+    .slice(0, 30)}_${randomBytes(3).toString("hex")}`;
   const pool = new pg.Pool({ connectionString: url, max: 10 });
   const pgwake = new Pgwake({ ...options, pool, schema, connectionString: url });
   await pgwake.migrate();

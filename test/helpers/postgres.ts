@@ -1,7 +1,6 @@
-import { mkdirSync, mkdtempSync, rmSync, chmodSync } from "node:fs";
-import { connect } from "node:net";
-import { existsSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -26,7 +25,9 @@ export async function findTestPostgres(): Promise<TestPostgres> {
 /** Asks the Docker socket for `/_ping` with a short timeout: a client binary alone is not enough. */
 async function containerRuntimeAnswers(): Promise<boolean> {
   const host = process.env.DOCKER_HOST;
-  const socketPath = host?.startsWith("unix://") ? host.slice("unix://".length) : "/var/run/docker.sock";
+  const socketPath = host?.startsWith("unix://")
+    ? host.slice("unix://".length)
+    : "/var/run/docker.sock";
   if (host && !host.startsWith("unix://")) return tcpAnswers(host);
   if (!existsSync(socketPath)) return false;
   return new Promise((resolve) => {
@@ -108,7 +109,9 @@ export function freePort(): Promise<number> {
       const server = createServer();
       server.listen(0, "127.0.0.1", () => {
         const address = server.address();
-        server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject()));
+        server.close(() =>
+          typeof address === "object" && address ? resolve(address.port) : reject(),
+        );
       });
     }, reject);
   });

@@ -1,0 +1,178 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { defineTask, type Worker } from "../../src/index.ts";
+import { createTestDb, type TestDb } from "../helpers/db.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+// The fallback poll is a minute: anything that runs within a second was woken, not polled.
+const POLL_MS = 60_000;
+const PROMPT_MS = 1_000;
+
+/** When each job's handler started (performance.now()), by job id. */
+const startedAt = new Map<number, number>();
+const attemptsSeen = new Map<number, number[]>();
+const record = (id: number, attempt: number) => {
+  if (!startedAt.has(id)) startedAt.set(id, performance.now());
+  attemptsSeen.set(id, [...(attemptsSeen.get(id) ?? []), performance.now()]);
+  void attempt;
+};
+const ping = defineTask({
+  name: "ping",
+  handler: (_payload, ctx) => {
+    record(ctx.job.id, ctx.attempt);
+    return null;
+  },
+});
+const failOnce = defineTask({
+  name: "fail-once",
+  backoff: { baseMs: 400, factor: 1, maxMs: 400 },
+  handler: (_payload, ctx) => {
+    record(ctx.job.id, ctx.attempt);
+    if (ctx.attempt === 1) throw new Error("first attempt fails");
+    return "second attempt ok";
+  },
+});
+
+describe("wake-up with a 60 s fallback poll", () => {
+  let db: TestDb;
+  let worker: Worker | undefined;
+
+  beforeAll(async () => {
+    db = await createTestDb("wakeup", { tasks: [ping, failOnce] });
+  });
+  afterEach(async () => {
+    await worker?.stop({ graceMs: 1_000 });
+    worker = undefined;
+  });
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  /** Starts a worker and waits until it sleeps: listening and registered as a waiter. */
+  const startIdleWorker = async (): Promise<Worker> => {
+    worker = db.pgwake.worker({
+      pollIntervalMs: POLL_MS,
+      maintenanceIntervalMs: 0,
+      // Keep the LISTEN query the last one on the listener backend, so it can be found by text.
+      livenessMs: 600_000,
+    });
+    await worker.start();
+    await waitForIdle(worker);
+    return worker;
+  };
+
+  const waitForIdle = async (w: Worker) => {
+    await waitFor(() => w.listening, { message: "listener" });
+    await waitFor(
+      async () =>
+        (await db.query("SELECT 1 FROM {{schema}}.waiters WHERE worker_id = $1", [w.id])).length >
+        0,
+      { message: "waiter registration" },
+    );
+  };
+
+  /** Enqueues one job and returns how long its handler took to start, in ms. */
+  const latencyOf = async (task = "ping", options: { delayMs?: number } = {}): Promise<number> => {
+    const before = performance.now();
+    const { job } = await db.pgwake.enqueue(task, {}, options);
+    const at = await waitFor(() => startedAt.get(job.id), {
+      timeoutMs: 30_000,
+      intervalMs: 2,
+      message: `job ${job.id} to start`,
+    });
+    return at - before;
+  };
+
+  /** The backend pid of this test's listener (its last query is LISTEN on our channel). */
+  const listenerPid = async (): Promise<number | undefined> => {
+    const rows = await db.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity
+       WHERE application_name = 'pgwake-listener' AND query ILIKE '%' || $1 || '%'`,
+      [db.schema],
+    );
+    expect(rows.length).toBeLessThanOrEqual(1);
+    return rows[0]?.pid;
+  };
+
+  it("an idle worker starts a new job well under a second later", async () => {
+    const w = await startIdleWorker();
+    const claimsBefore = w.stats.claimQueries;
+    const ms = await latencyOf();
+    console.log(`wake-up latency: ${ms.toFixed(1)} ms`);
+    expect(ms).toBeLessThan(PROMPT_MS);
+    expect(w.stats.claimQueries).toBeGreaterThan(claimsBefore);
+  });
+
+  it("wakes up again after its listener backend is terminated", async () => {
+    const w = await startIdleWorker();
+    const pid = await waitFor(listenerPid, { message: "listener backend" });
+    const [killed] = await db.query<{ ok: boolean }>("SELECT pg_terminate_backend($1) AS ok", [
+      pid,
+    ]);
+    expect(killed!.ok).toBe(true);
+
+    // A job enqueued while the listener is down: the reconnect claims it (catch-up).
+    await waitFor(() => !w.listening, { intervalMs: 1, message: "the worker to notice" });
+    const missed = await latencyOf();
+    console.log(`job enqueued during the listener outage started after ${missed.toFixed(1)} ms`);
+    expect(missed).toBeLessThan(5_000);
+
+    // A new backend, listening again; then wake-ups are prompt again.
+    const again = await waitFor(
+      async () => {
+        const p = await listenerPid();
+        return p !== undefined && p !== pid ? p : undefined;
+      },
+      { timeoutMs: 15_000, message: "a new listener backend" },
+    );
+    expect(again).not.toBe(pid);
+    await waitForIdle(w);
+    const ms = await latencyOf();
+    console.log(`wake-up latency after reconnect: ${ms.toFixed(1)} ms`);
+    expect(ms).toBeLessThan(PROMPT_MS);
+  });
+
+  it("never misses a wake-up: 200 jobs, one at a time", { timeout: 240_000 }, async () => {
+    await startIdleWorker();
+    const latencies: number[] = [];
+    for (let i = 0; i < 200; i++) latencies.push(await latencyOf());
+    latencies.sort((a, b) => a - b);
+    const p50 = latencies[100]!;
+    const max = latencies.at(-1)!;
+    console.log(`200 sequential wake-ups: p50 ${p50.toFixed(1)} ms, max ${max.toFixed(1)} ms`);
+    expect(max).toBeLessThan(PROMPT_MS);
+  });
+
+  it("runs a delayed job on time without waiting for the poll", async () => {
+    await startIdleWorker();
+    const ms = await latencyOf("ping", { delayMs: 300 });
+    console.log(`delayMs 300 job started after ${ms.toFixed(1)} ms`);
+    // Database and process clocks may differ slightly: allow a little early.
+    expect(ms).toBeGreaterThanOrEqual(250);
+    expect(ms).toBeLessThan(300 + PROMPT_MS);
+  });
+
+  it("runs a failed job's retry after its backoff without waiting for the poll", async () => {
+    await startIdleWorker();
+    const { job } = await db.pgwake.enqueue("fail-once", {});
+    const done = await waitFor(
+      async () => {
+        const j = await db.pgwake.getJob(job.id);
+        return j?.status === "completed" ? j : null;
+      },
+      { timeoutMs: 20_000, message: "retried job to complete" },
+    );
+    expect(done.attempts).toBe(2);
+    const [first, second] = attemptsSeen.get(job.id)!;
+    const gap = second! - first!;
+    console.log(
+      `retry with a backoff of at most 400 ms started ${gap.toFixed(1)} ms after the first attempt`,
+    );
+    expect(gap).toBeLessThan(400 + PROMPT_MS);
+    // It did not run before its run_at (database time).
+    const [retry] = await db.query<{ run_at: string }>(
+      "SELECT data->>'runAt' AS run_at FROM {{schema}}.job_events WHERE job_id = $1 AND kind = 'retry_scheduled'",
+      [job.id],
+    );
+    expect(done.startedAt!.getTime()).toBeGreaterThanOrEqual(new Date(retry!.run_at).getTime() - 1);
+  });
+});
