@@ -1,0 +1,330 @@
+/**
+ * Scenario 4 — slow and stuck handlers. A handler that ignores its abort signal past its
+ * timeout, handlers that block the event loop (longer than the heartbeat; longer than the
+ * lease), handlers that throw non-Error values and handlers that return what JSON or jsonb
+ * cannot hold. Each must end in a clear state with a clear error, while a stream of quick jobs
+ * keeps completing on the same two worker processes.
+ */
+import { afterAll, beforeAll, expect, test } from "vitest";
+import type { Job } from "../../src/index.ts";
+import type { TestDb } from "../helpers/db.ts";
+import { waitFor } from "../helpers/wait.ts";
+import {
+  createFaultDb,
+  killAll,
+  report,
+  spawnPgwake,
+  workerArgs,
+  workersRegistered,
+} from "./helpers.ts";
+
+const LEASE_MS = 3_000;
+const HEARTBEAT_MS = 1_000;
+
+let db: TestDb;
+
+beforeAll(async () => {
+  db = await createFaultDb("handlers");
+});
+
+afterAll(async () => {
+  await killAll();
+  await db?.close();
+});
+
+interface Case {
+  name: string;
+  task: string;
+  payload: unknown;
+  options: { maxAttempts?: number; timeoutMs?: number };
+  /** What the final row must look like. */
+  expect: (job: Job, runs: number, events: string[]) => void;
+}
+
+const lastError = (job: Job) =>
+  job.lastError as { name?: string; code?: string; message?: string; value?: unknown };
+
+const thrown = (kind: string, message: RegExp, value?: unknown): Case => ({
+  name: `throws ${kind}`,
+  task: "faults.throwValue",
+  payload: { kind },
+  options: { maxAttempts: 1 },
+  expect: (job, runs) => {
+    expect(job.status).toBe("failed");
+    expect(runs).toBe(1);
+    expect(lastError(job).message).toMatch(message);
+    if (value !== undefined) expect(lastError(job).value).toEqual(value);
+  },
+});
+
+const notJson = (kind: string): Case => ({
+  name: `returns ${kind}`,
+  task: "faults.returnValue",
+  payload: { kind },
+  options: { maxAttempts: 1 },
+  expect: (job, runs) => {
+    expect(job.status).toBe("failed");
+    expect(runs).toBe(1);
+    expect(lastError(job).code).toBe("RESULT_NOT_JSON");
+    expect(lastError(job).message).toMatch(/not JSON/);
+  },
+});
+
+const ALL_CASES: Case[] = [
+  {
+    name: "ignores its abort signal past its timeout",
+    task: "faults.slow",
+    payload: { ms: 4_000, honorAbort: false },
+    options: { maxAttempts: 1, timeoutMs: 500 },
+    expect: (job, runs) => {
+      expect(job.status).toBe("failed");
+      expect(runs).toBe(1);
+      expect(lastError(job).code).toBe("JOB_TIMEOUT");
+      expect(lastError(job).message).toBe("job timed out after 500 ms");
+    },
+  },
+  {
+    name: "blocks the event loop longer than the heartbeat (shorter than the lease)",
+    task: "faults.busyLoop",
+    // The last heartbeat may be up to one interval old when the loop starts: the lease then
+    // has LEASE_MS - HEARTBEAT_MS left, and the block stays under it.
+    payload: { ms: LEASE_MS - HEARTBEAT_MS - 500 },
+    options: { maxAttempts: 3 },
+    expect: (job, runs, events) => {
+      expect(job.status).toBe("completed");
+      expect(job.attempts).toBe(1);
+      expect(runs).toBe(1);
+      expect(events).not.toContain("lease_expired");
+    },
+  },
+  thrown(
+    "string",
+    /^handler threw a non-Error value: "plain string thrown"$/,
+    "plain string thrown",
+  ),
+  thrown("number", /non-Error value: 42$/, 42),
+  thrown("object", /non-Error value: .*"reason":"an object"/, {
+    reason: "an object",
+    nested: { n: 1 },
+  }),
+  thrown("null", /non-Error value: null$/, null),
+  thrown("undefined", /non-Error value: undefined$/),
+  thrown("bigint", /non-Error value/, "10"),
+  thrown("symbol", /non-Error value: Symbol\(sym\)$/),
+  {
+    ...thrown("permanent", /^never works$/),
+    options: { maxAttempts: 5 },
+  },
+  thrown("nul-message", /bad byte/),
+  thrown("lone-surrogate", /half a pair/),
+  notJson("bigint"),
+  notJson("circular"),
+  notJson("function"),
+  notJson("symbol"),
+  notJson("nul-string"),
+  notJson("lone-surrogate"),
+  {
+    name: "returns undefined",
+    task: "faults.returnValue",
+    payload: { kind: "undefined" },
+    options: { maxAttempts: 1 },
+    expect: (job, runs) => {
+      expect(job.status).toBe("completed");
+      expect(job.result).toBeNull();
+      expect(runs).toBe(1);
+    },
+  },
+];
+
+/** Run on its own: a worker blocked past its lease loses every job it holds, by design. */
+const BLOCKS_PAST_LEASE: Case = {
+  name: "blocks the event loop longer than the lease",
+  task: "faults.busyLoop",
+  payload: { ms: LEASE_MS + 2_000 },
+  options: { maxAttempts: 2 },
+  expect: (job, runs, events) => {
+    if (job.status === "completed") {
+      // Either nobody reaped it in time (one run), or it was reaped and run again elsewhere:
+      // then the expiry is on record and the blocked worker's late completion was refused.
+      if (runs > 1) {
+        expect(events).toContain("lease_expired");
+        expect(events).toContain("outcome_ignored");
+      } else {
+        expect(job.attempts).toBe(1);
+      }
+    } else {
+      // Every attempt outlived its lease: it fails, and says why.
+      expect(job.status).toBe("failed");
+      expect(lastError(job).code).toBe("LEASE_EXPIRED");
+      expect(job.attempts).toBe(2);
+      expect(events.filter((e) => e === "lease_expired").length).toBe(2);
+    }
+  },
+};
+
+/** What Postgres cannot store (U+0000, lone surrogates) in a thrown message or a result. */
+const UNSTORABLE = /nul|surrogate/;
+
+async function runCases(CASES: Case[], scenario: string): Promise<void> {
+  const workers = [0, 1].map(() =>
+    spawnPgwake({
+      command: "worker",
+      url: db.url,
+      schema: db.schema,
+      args: workerArgs({ leaseMs: LEASE_MS, heartbeatMs: HEARTBEAT_MS, concurrency: 4 }),
+    }),
+  );
+  await waitFor(
+    () =>
+      workersRegistered(
+        db,
+        workers.map((w) => w.pid),
+      ),
+    {
+      timeoutMs: 30_000,
+      message: "workers up",
+    },
+  );
+
+  // The stream of quick jobs, ten every 100 ms, for as long as the cases take.
+  const streamIds: number[] = [];
+  let streaming = true;
+  const stream = (async () => {
+    while (streaming) {
+      const jobs = await db.pgwake.enqueueMany(
+        Array.from({ length: 10 }, () => ({
+          task: "faults.record",
+          payload: { minMs: 1, maxMs: 5 },
+        })),
+      );
+      streamIds.push(...jobs.map((j) => j.job.id));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  })();
+
+  const casesStarted = new Date();
+  const ids = new Map<Case, number>();
+  for (const c of CASES) {
+    const { job } = await db.pgwake.enqueue(c.task, c.payload, c.options);
+    ids.set(c, job.id);
+  }
+  const terminal = async (id: number) => {
+    const job = await db.pgwake.getJob(id);
+    return job && ["completed", "failed", "cancelled"].includes(job.status) ? job : null;
+  };
+  const outcomes: Record<string, string> = {};
+  const problems: string[] = [];
+  for (const c of CASES) {
+    const id = ids.get(c)!;
+    let job: Job | null = null;
+    try {
+      job = await waitFor(() => terminal(id), {
+        timeoutMs: 60_000,
+        intervalMs: 50,
+        message: c.name,
+      });
+    } catch {
+      job = await db.pgwake.getJob(id);
+    }
+    outcomes[c.name] = `${job?.status} attempts=${job?.attempts} error=${JSON.stringify(
+      (job?.lastError as { code?: string; message?: string } | null)?.message ?? null,
+    )?.slice(0, 120)}`;
+  }
+  // The handler that ignored its signal ends later; its outcome must not change the row.
+  const stuckCase = CASES.find((c) => c.task === "faults.slow");
+  if (stuckCase) {
+    const stuck = ids.get(stuckCase)!;
+    await waitFor(
+      async () =>
+        (
+          await db.query(
+            "SELECT 1 FROM {{schema}}.fault_executions WHERE job_id = $1 AND finished_at IS NOT NULL",
+            [stuck],
+          )
+        ).length > 0,
+      { timeoutMs: 30_000, message: "the stuck handler finished on its own" },
+    );
+  }
+  const casesEnded = new Date();
+  streaming = false;
+  await stream;
+  await waitFor(
+    async () =>
+      (
+        await db.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM {{schema}}.jobs WHERE id = ANY($1::bigint[]) AND status = 'completed'",
+          [streamIds],
+        )
+      )[0]!.n === streamIds.length,
+    { timeoutMs: 120_000, intervalMs: 100, message: "every stream job completed" },
+  );
+  const [flow] = await db.query<{ during: number; maxLatencyMs: number; duplicates: number }>(
+    `SELECT count(*) FILTER (WHERE finished_at BETWEEN $2 AND $3)::int AS during,
+            max(extract(epoch FROM finished_at - created_at) * 1000)::int AS "maxLatencyMs",
+            (SELECT count(*)::int FROM (SELECT job_id FROM {{schema}}.fault_executions
+               WHERE job_id = ANY($1::bigint[]) GROUP BY job_id HAVING count(*) > 1) d) AS duplicates
+     FROM {{schema}}.jobs WHERE id = ANY($1::bigint[])`,
+    [streamIds, casesStarted, casesEnded],
+  );
+
+  for (const c of CASES) {
+    const id = ids.get(c)!;
+    const job = (await db.pgwake.getJob(id))!;
+    const runs = (
+      await db.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM {{schema}}.fault_executions WHERE job_id = $1",
+        [id],
+      )
+    )[0]!.n;
+    const events = (
+      await db.query<{ kind: string }>("SELECT kind FROM {{schema}}.job_events WHERE job_id = $1", [
+        id,
+      ])
+    ).map((e) => e.kind);
+    try {
+      c.expect(job, runs, events);
+    } catch (error) {
+      problems.push(`${c.name} (job ${id}): ${(error as Error).message.split("\n")[0]}`);
+    }
+  }
+
+  for (const w of workers) w.child.kill("SIGTERM");
+  const exits = await Promise.all(workers.map((w) => w.exited));
+  if (problems.length > 0) {
+    // The workers' own account (warnings and errors) of what went wrong.
+    for (const w of workers) console.log(`worker ${w.pid} log tail:\n${w.output().slice(-4_000)}`);
+  }
+  report(scenario, {
+    cases: CASES.length,
+    outcomes,
+    streamJobs: streamIds.length,
+    streamCompletedWhileCasesRan: flow!.during,
+    streamMaxLatencyMs: flow!.maxLatencyMs,
+    streamDuplicates: flow!.duplicates,
+    problems,
+  });
+  expect(problems).toEqual([]);
+  expect(flow!.during).toBeGreaterThan(0);
+  expect(exits.map((e) => e.code)).toEqual([0, 0]);
+}
+
+test("stuck, blocking, throwing and non-JSON handlers end clearly while other jobs flow", async () => {
+  await runCases(
+    ALL_CASES.filter((c) => !UNSTORABLE.test(c.name)),
+    "scenario 4: slow and stuck handlers",
+  );
+});
+
+test("a handler that blocks the event loop longer than the lease ends clearly", async () => {
+  await runCases([BLOCKS_PAST_LEASE], "scenario 4c: event loop blocked past the lease");
+});
+
+// Kept apart so a failure here names the cause: an error message or a result that Postgres
+// refuses must fail its own job with a clear error, not the batch of outcomes it was written in.
+test("errors and results Postgres cannot store fail their own job, not their neighbours", async () => {
+  const innocent = ALL_CASES.filter((c) => /throws (number|object)|returns undefined/.test(c.name));
+  await runCases(
+    [...ALL_CASES.filter((c) => UNSTORABLE.test(c.name)), ...innocent],
+    "scenario 4b: unstorable errors and results",
+  );
+});
