@@ -22,14 +22,49 @@ export interface EnqueuedJob<Payload = unknown> {
   duplicate: boolean;
 }
 
-const ENQUEUE_MANY = statement(
-  "enqueue_many",
-  "SELECT r.ord, (r.job).*, r.duplicate FROM {{schema}}.enqueue_many($1::jsonb) r",
+const DEFAULT_QUEUE = "default";
+
+// One plain statement: no function call on the hot path (the schema's `enqueue_many` function
+// gives SQL callers the same defaults and the same idempotency rule). Ids are drawn in input
+// order, so the inserted rows, sorted by id, come back in input order; a row skipped by the
+// idempotency index is looked up by the next statement.
+const INSERT_JOBS = statement(
+  "insert_jobs",
+  `WITH input AS (
+     SELECT r.*, nextval('{{schema}}.jobs_id_seq'::regclass) AS id
+     FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
+       task text, payload jsonb, queue text, priority integer, run_at timestamptz,
+       delay_ms bigint, max_attempts integer, timeout_ms integer, idempotency_key text,
+       request_id text
+     )) WITH ORDINALITY AS r(task, payload, queue, priority, run_at, delay_ms, max_attempts,
+                            timeout_ms, idempotency_key, request_id, ord)
+     ORDER BY r.ord
+   )
+   INSERT INTO {{schema}}.jobs AS t
+     (id, task, payload, queue, priority, run_at, max_attempts, timeout_ms, idempotency_key, request_id)
+   OVERRIDING SYSTEM VALUE
+   SELECT id, task, coalesce(payload, '{}'::jsonb), coalesce(queue, 'default'), coalesce(priority, 0),
+          coalesce(run_at, now() + coalesce(delay_ms, 0) * interval '1 millisecond'),
+          coalesce(max_attempts, 10), timeout_ms, idempotency_key, request_id
+   FROM input
+   ORDER BY id
+   ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+   RETURNING t.*`,
+);
+
+// A separate statement takes a fresh snapshot: it sees the row of a concurrent submitter whose
+// commit our insert waited for.
+const FIND_BY_KEYS = statement(
+  "find_jobs_by_keys",
+  `SELECT j.* FROM {{schema}}.jobs j
+   JOIN unnest($1::text[], $2::text[]) AS k(queue, idempotency_key)
+     ON j.queue = k.queue AND j.idempotency_key = k.idempotency_key`,
 );
 
 /**
- * Inserts jobs in one statement through the schema's `enqueue_many` function, so SQL callers
- * and the library share one implementation. Results come back in input order.
+ * Inserts jobs in one statement (all or none); results come back in input order. A job whose
+ * idempotency key is taken in its queue — by an earlier job, a concurrent submitter or an earlier
+ * item of the same batch — returns that job with `duplicate: true`.
  */
 export async function insertJobs(
   db: Queryable,
@@ -49,11 +84,66 @@ export async function insertJobs(
     idempotency_key: j.idempotencyKey,
     request_id: j.requestId,
   }));
-  const { rows } = await db.query<JobRow & { ord: number; duplicate: boolean }>({
-    ...sql.bind(ENQUEUE_MANY),
+  const { rows } = await db.query<JobRow>({
+    ...sql.bind(INSERT_JOBS),
     values: [JSON.stringify(input)],
   });
-  const out = new Array<EnqueuedJob>(jobs.length);
-  for (const row of rows) out[row.ord - 1] = { job: toJob(row), duplicate: row.duplicate };
-  return out;
+  rows.sort((a, b) => a.id - b.id);
+
+  const out = new Array<EnqueuedJob | undefined>(jobs.length);
+  const byKey = new Map<string, JobRow>();
+  for (const row of rows) {
+    if (row.idempotency_key !== null) byKey.set(keyOf(row.queue, row.idempotency_key), row);
+  }
+  // Keyless jobs are never skipped: they take the inserted keyless rows in id (= input) order.
+  const keyless = rows.filter((row) => row.idempotency_key === null);
+  let next = 0;
+  const missing: number[] = [];
+  for (const [i, job] of jobs.entries()) {
+    if (job.idempotencyKey === undefined) {
+      out[i] = { job: toJob(keyless[next++]!), duplicate: false };
+      continue;
+    }
+    const key = keyOf(job.queue ?? DEFAULT_QUEUE, job.idempotencyKey);
+    const row = byKey.get(key);
+    if (row) {
+      out[i] = { job: toJob(row), duplicate: false };
+      byKey.delete(key); // a later item with the same key is a duplicate of this one
+    } else {
+      missing.push(i);
+    }
+  }
+  if (missing.length > 0) await resolveDuplicates(db, sql, jobs, missing, out);
+  return out as EnqueuedJob[];
+}
+
+async function resolveDuplicates(
+  db: Queryable,
+  sql: SchemaSql,
+  jobs: readonly NewJob[],
+  missing: readonly number[],
+  out: (EnqueuedJob | undefined)[],
+): Promise<void> {
+  const queues = missing.map((i) => jobs[i]!.queue ?? DEFAULT_QUEUE);
+  const keys = missing.map((i) => jobs[i]!.idempotencyKey!);
+  const { rows } = await db.query<JobRow>({ ...sql.bind(FIND_BY_KEYS), values: [queues, keys] });
+  const found = new Map(rows.map((row) => [keyOf(row.queue, row.idempotency_key!), row]));
+  for (const [n, i] of missing.entries()) {
+    const row = found.get(keyOf(queues[n]!, keys[n]!));
+    if (!row) {
+      // Only possible when the caller's transaction runs at REPEATABLE READ or above and the
+      // original committed after its snapshot: the caller must retry the transaction.
+      throw Object.assign(
+        new Error(
+          `idempotency key ${JSON.stringify(keys[n])} is taken in queue ${JSON.stringify(queues[n])} by a job this transaction cannot see; retry the transaction`,
+        ),
+        { code: "40001" },
+      );
+    }
+    out[i] = { job: toJob(row), duplicate: true };
+  }
+}
+
+function keyOf(queue: string, key: string): string {
+  return `${queue}\u0000${key}`;
 }
