@@ -101,6 +101,8 @@ describe("job lifecycle", () => {
     });
     workers.push(worker);
     await worker.start();
+    // Cancellations reach a running job through the listener (else the next heartbeat).
+    await waitFor(() => worker.listening, { message: "the worker's listener" });
     return worker;
   };
 
