@@ -413,7 +413,7 @@ export class Worker {
         // Caught up: ask to be notified, then claim once more for what was committed while the
         // registration became visible.
         // `registered` is set before the token is visible: a submitter may spend the token (and
-        // its notification may arrive) while we still wait for the barrier, and that must win.
+        // its notification may arrive) while we are still registering, and that must win.
         this.registered = true;
         try {
           await this.unregistering; // a late DELETE must not remove the token we put now
