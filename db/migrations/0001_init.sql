@@ -194,6 +194,12 @@ DECLARE
   first boolean := noted = '{}'::jsonb;
   per_queue record;
 BEGIN
+  -- The flag may still be up just after the last token was spent. With no token visible now
+  -- there is nobody to wake: a worker that puts one later already has this transaction on the
+  -- list it watches (it was running when the token became visible).
+  IF NOT EXISTS (SELECT 1 FROM {{schema}}.waiters) THEN
+    RETURN NULL;
+  END IF;
   FOR per_queue IN
     SELECT n.queue, count(*)::integer AS n, extract(epoch FROM min(n.run_at)) * 1000 AS due_ms
     FROM new_jobs n

@@ -342,13 +342,10 @@ export class Worker {
       } else if (target.startsWith("@")) {
         this.scheduleNextRun(Number(target.slice(1)) || 0);
       } else if (target === this.id) {
-        this.registered = false; // the submitter deleted our token
+        // The submitter spent our token. The "somebody waits" flag may stay up meanwhile: the
+        // insert trigger then only finds no token (cheap), and maintenance lowers the flag.
+        this.registered = false;
         this.wake();
-        // Lower the "somebody waits" flag if ours was the last token, so the submissions that
-        // follow skip the wake-up check entirely.
-        this.track(
-          this.safely(unregisterWaiter(this.pool, this.sql, null), "could not reset waiting flag"),
-        );
       }
       return;
     }
