@@ -33,18 +33,18 @@ export const SETTINGS: Record<Mode, Settings> = {
   quick: {
     reps: 3,
     drain: {
-      jobs: 20_000,
+      jobs: 10_000,
       procs: [1, 2, 4],
       concurrency: 100,
       sweep: [16, 200],
-      sweepJobs: 5_000,
+      sweepJobs: 3_000,
       chunk: 10_000,
     },
-    enqueue: { single: 2_000, inFlight: 16, bulk: 50_000, bulkChunk: 10_000, sql: 2_000 },
-    latency: { jobs: 500, intervalMs: 10, missedAfterMs: 100 },
-    wakeup: { seconds: 1.5, submitters: [8, 16], backlog: 30_000 },
-    http: { seconds: 2, rates: [500, 1_000], connections: 16 },
-    peers: { drainJobs: 10_000, procs: [1, 2], single: 1_000, bulk: 50_000, latencyJobs: 300 },
+    enqueue: { single: 1_000, inFlight: 16, bulk: 50_000, bulkChunk: 10_000, sql: 1_000 },
+    latency: { jobs: 200, intervalMs: 10, missedAfterMs: 100 },
+    wakeup: { seconds: 1, submitters: [8, 16], backlog: 20_000 },
+    http: { seconds: 2, rates: [1_000, 2_500], connections: 64 },
+    peers: { drainJobs: 5_000, procs: [1, 2], single: 1_000, bulk: 50_000, latencyJobs: 150 },
   },
   default: {
     reps: 3,
@@ -59,7 +59,7 @@ export const SETTINGS: Record<Mode, Settings> = {
     enqueue: { single: 5_000, inFlight: 16, bulk: 50_000, bulkChunk: 10_000, sql: 5_000 },
     latency: { jobs: 2_000, intervalMs: 10, missedAfterMs: 100 },
     wakeup: { seconds: 3, submitters: [8, 16], backlog: 100_000 },
-    http: { seconds: 4, rates: [500, 1_000, 2_000], connections: 16 },
+    http: { seconds: 4, rates: [1_000, 2_500, 5_000], connections: 64 },
     peers: { drainJobs: 50_000, procs: [1, 2], single: 3_000, bulk: 50_000, latencyJobs: 1_000 },
   },
   full: {
@@ -75,7 +75,7 @@ export const SETTINGS: Record<Mode, Settings> = {
     enqueue: { single: 10_000, inFlight: 16, bulk: 50_000, bulkChunk: 10_000, sql: 10_000 },
     latency: { jobs: 2_000, intervalMs: 10, missedAfterMs: 100 },
     wakeup: { seconds: 4, submitters: [8, 16], backlog: 150_000 },
-    http: { seconds: 5, rates: [500, 1_000, 2_000], connections: 16 },
+    http: { seconds: 5, rates: [1_000, 2_500, 5_000], connections: 64 },
     peers: { drainJobs: 50_000, procs: [1, 2], single: 5_000, bulk: 50_000, latencyJobs: 2_000 },
   },
 };
