@@ -3,8 +3,9 @@ import type { Queryable } from "../db/types.ts";
 import type { JobStatus } from "./types.ts";
 
 // Every queue anyone knows of: one with jobs, one with settings (paused), or one a live worker
-// serves. Counts come from jobs_queue_status_id_idx (0002_api.sql), so the group-by reads the
-// index rather than the rows' payloads.
+// serves. The counts read the whole table (finished jobs are kept for the retention period):
+// this is an operator's view, not a hot path, and no index on status is kept for it because
+// every such index would be written on every claim and completion.
 const QUEUE_STATS = statement(
   "queue_stats",
   `WITH counts AS (
