@@ -4,8 +4,8 @@ import { type Job, type JobRow, type JobStatus, toJob } from "./types.ts";
 
 // Newest first by id (ids grow with submission time), paged by keyset: `id < cursor` resumes
 // exactly where the last page ended however many rows arrive meanwhile. Absent filters are
-// NULL; Postgres folds `NULL IS NULL OR …` away when it plans with the values, and
-// Pages the primary key backwards; jobs_dead_idx (0002_api.sql) serves failed/cancelled listings.
+// NULL; Postgres folds `NULL IS NULL OR …` away when it plans with the values. It pages the
+// primary key backwards; jobs_dead_idx (0002_api.sql) serves failed/cancelled listings.
 const LIST_JOBS = statement(
   "list_jobs",
   `SELECT * FROM {{schema}}.jobs
