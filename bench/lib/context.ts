@@ -43,7 +43,7 @@ export const SETTINGS: Record<Mode, Settings> = {
     enqueue: { single: 1_000, inFlight: 16, bulk: 50_000, bulkChunk: 10_000, sql: 1_000 },
     latency: { jobs: 200, intervalMs: 10, missedAfterMs: 100 },
     wakeup: { seconds: 1, submitters: [8, 16], backlog: 20_000 },
-    http: { seconds: 2, rates: [1_000, 2_500], connections: 64 },
+    http: { seconds: 2, rates: [2_500, 5_000], connections: 64 },
     peers: { drainJobs: 5_000, procs: [1, 2], single: 1_000, bulk: 50_000, latencyJobs: 150 },
   },
   default: {

@@ -1,9 +1,55 @@
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../../test/helpers/postgres.ts";
 import { exitAll, spawnChildren } from "../lib/child.ts";
 import type { BenchContext } from "../lib/context.ts";
 import { percentile, summarize } from "../lib/stats.ts";
 import { createPgwake } from "../lib/systems.ts";
+
+/** `node bin/pgwake.js api` on a free port, ready when /ready answers 200. */
+async function startApiProcess(
+  databaseUrl: string,
+  schema: string,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const port = await freePort();
+  const bin = fileURLToPath(new URL("../../bin/pgwake.js", import.meta.url));
+  const child = spawn(process.execPath, [bin, "api"], {
+    env: {
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      PGWAKE_SCHEMA: schema,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      PGWAKE_LOG_LEVEL: "warn",
+      PGWAKE_BUILTIN_TASKS: "off",
+    },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`pgwake api exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${url}/ready`)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error("pgwake api did not become ready in 30 s");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    url,
+    close: async () => {
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
 
 interface RunFigures {
   rps: number;
@@ -71,8 +117,11 @@ export async function httpScenario(ctx: BenchContext): Promise<void> {
   try {
     await children[0]!.request({ type: "prepare" }, "prepared");
     await children[0]!.request({ type: "start" }, "started");
-    const app = createApp({ pgwake: adapter.pgwake, acceptUnknownTasks: true });
-    server = await serveApi(app, { port: 0 });
+    // The API runs as the real `pgwake api` process, so the load generator (autocannon, in this
+    // process) does not share its event loop with the server it measures.
+    void createApp;
+    void serveApi;
+    server = await startApiProcess(ctx.url, adapter.schema);
     const url = server.url;
     const body = JSON.stringify({ task: adapter.task, payload: {} });
     const probe = await fetch(`${url}/jobs`, {

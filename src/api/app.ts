@@ -62,7 +62,7 @@ export function createApp(options: ApiOptions): Hono<ApiEnv> {
     logger,
     metrics,
     // A few statements in flight keep both Postgres cores busy; more would only queue on the pool.
-    coalescer: new SubmissionCoalescer(pgwake, { maxInFlight: 4, maxBatch: 500 }),
+    coalescer: new SubmissionCoalescer(pgwake, { maxInFlight: 2, maxBatch: 500 }),
     bodyLimitBytes,
     batchLimit,
     acceptUnknownTasks: options.acceptUnknownTasks ?? pgwake.tasks.size === 0,
