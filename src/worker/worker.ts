@@ -128,6 +128,8 @@ export class Worker {
   /** Transactions that may have enqueued unseen while we registered. */
   private watched: string[] = [];
   private watchTimer: NodeJS.Timeout | undefined;
+  private watchDelayMs = 2;
+  private watchChecking = false;
   private pollTimer: NodeJS.Timeout | undefined;
   private nextRunTimer: NodeJS.Timeout | undefined;
   private nextRunAt = Number.POSITIVE_INFINITY;
@@ -431,29 +433,40 @@ export class Worker {
 
   /**
    * Claims again whenever some of `xids` end, until all have: they were running when our token
-   * became visible and may have enqueued without seeing it. Polls with backoff (2 ms to 250 ms)
-   * and blocks nobody: a transaction left open for minutes only costs this cheap query.
+   * became visible and may have enqueued without seeing it. Polls with backoff (2 ms to 100 ms,
+   * back to 2 ms whenever new ones are added) and blocks nobody: a transaction left open for
+   * minutes only costs this cheap query.
    */
   private watchTransactions(xids: string[]): void {
-    const merged = new Set([...this.watched, ...xids]);
-    this.watched = [...merged];
-    if (this.watched.length === 0 || this.watchTimer) return;
-    let delayMs = 2;
-    const check = async (): Promise<void> => {
-      this.watchTimer = undefined;
-      if (this.state !== "running") return;
-      const before = this.watched.length;
-      try {
-        this.watched = await stillRunning(this.pool, this.sql, this.watched);
-      } catch (error) {
-        this.logger.warn({ err: error }, "could not check transactions in progress");
-      }
-      if (this.watched.length < before) this.wake();
-      if (this.watched.length === 0) return;
-      delayMs = Math.min(250, delayMs * 2);
-      this.watchTimer = setTimeout(() => this.track(check()), delayMs);
-    };
-    this.watchTimer = setTimeout(() => this.track(check()), delayMs);
+    this.watched = [...new Set([...this.watched, ...xids])];
+    if (this.watched.length === 0) return;
+    // New transactions to watch: look again soon, however long older ones have been running.
+    this.watchDelayMs = 2;
+    if (this.watchChecking) return; // the check under way reschedules with the reset delay
+    clearTimeout(this.watchTimer);
+    this.watchTimer = setTimeout(() => this.track(this.checkWatched()), this.watchDelayMs);
+  }
+
+  private async checkWatched(): Promise<void> {
+    this.watchTimer = undefined;
+    if (this.state !== "running" || this.watched.length === 0) return;
+    this.watchChecking = true;
+    const checking = this.watched;
+    let still = checking;
+    try {
+      still = await stillRunning(this.pool, this.sql, checking);
+    } catch (error) {
+      this.logger.warn({ err: error }, "could not check transactions in progress");
+    } finally {
+      this.watchChecking = false;
+    }
+    // Keep what was added while the query ran.
+    const added = this.watched.filter((xid) => !checking.includes(xid));
+    this.watched = [...still, ...added];
+    if (still.length < checking.length) this.wake();
+    if (this.watched.length === 0 || this.state !== "running") return;
+    this.watchTimer = setTimeout(() => this.track(this.checkWatched()), this.watchDelayMs);
+    this.watchDelayMs = Math.min(100, this.watchDelayMs * 2);
   }
 
   /** Takes our tokens back (we are busy, or cannot hear notifications). */
