@@ -12,7 +12,7 @@ export interface PoolOptions {
    * are written so that their best plan does not depend on their values, and a custom plan per
    * execution (what the claim's `LIMIT $n` otherwise triggers) costs more than the claim itself.
    */
-  planCacheMode?: "force_generic_plan" | "force_custom_plan";
+  planCacheMode?: "force_generic_plan";
 }
 
 /** A pool that survives its server going away: idle-client errors are logged, not thrown. */
