@@ -175,4 +175,30 @@ describe("wake-up with a 60 s fallback poll", () => {
     );
     expect(done.startedAt!.getTime()).toBeGreaterThanOrEqual(new Date(retry!.run_at).getTime() - 1);
   });
+
+  it("starts a job whose transaction was open while the worker registered, once it commits", async () => {
+    // The submitter checks for a waiting worker before the worker has put its token, so it
+    // sends no notification; the worker must find the job through the transactions it watches.
+    const client = await db.pool.connect();
+    try {
+      await client.query("BEGIN");
+      const { job } = await db.pgwake.enqueue("ping", {}, { client });
+      await startIdleWorker();
+      expect(startedAt.has(job.id)).toBe(false);
+      const before = performance.now();
+      await client.query("COMMIT");
+      const at = await waitFor(() => startedAt.get(job.id), {
+        timeoutMs: 30_000,
+        intervalMs: 2,
+        message: `job ${job.id} to start after its commit`,
+      });
+      console.log(
+        `job committed after the worker registered started ${(at - before).toFixed(1)} ms later`,
+      );
+      expect(at - before).toBeLessThan(PROMPT_MS);
+    } finally {
+      await client.query("ROLLBACK").catch(() => {});
+      client.release();
+    }
+  });
 });
