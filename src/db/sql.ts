@@ -36,6 +36,8 @@ export function statement(name: string, text: string): Statement {
 export class SchemaSql {
   readonly schema: string;
   readonly channel: string;
+  /** Where cancellations of running jobs are announced to their workers. */
+  readonly controlChannel: string;
   private readonly suffix: string;
   private readonly cache = new Map<Statement, { name: string; text: string }>();
 
@@ -48,6 +50,7 @@ export class SchemaSql {
     }
     this.schema = schema;
     this.channel = channelFor(schema);
+    this.controlChannel = `${this.channel}.control`;
     this.suffix = createHash("sha1").update(schema).digest("hex").slice(0, 8);
   }
 
@@ -64,6 +67,7 @@ export class SchemaSql {
   render(text: string): string {
     return text
       .replaceAll("{{schema}}", quoteIdent(this.schema))
-      .replaceAll("{{channel}}", quoteLiteral(this.channel));
+      .replaceAll("{{channel}}", quoteLiteral(this.channel))
+      .replaceAll("{{control_channel}}", quoteLiteral(this.controlChannel));
   }
 }

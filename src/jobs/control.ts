@@ -2,11 +2,6 @@ import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import { type Job, type JobRow, type JobStatus, toJob } from "./types.ts";
 
-/** The control channel of a schema: cancellations reach the worker that runs the job. */
-export function controlChannelFor(channel: string): string {
-  return `${channel}.control`;
-}
-
 // Pending and retrying jobs are cancelled outright. A running job is marked cancelled too, so
 // its worker's outcome is refused by the state guard; the worker is told at once on the control
 // channel and aborts the handler's signal.
@@ -30,7 +25,7 @@ const CANCEL_JOBS = statement(
      FROM updated
    )
    SELECT u.*, CASE WHEN u.was = 'running'
-                 THEN pg_notify({{channel}} || '.control', 'cancel ' || u.id) END AS notified
+                 THEN pg_notify({{control_channel}}, 'cancel ' || u.id) END AS notified
    FROM updated u`,
 );
 

@@ -61,13 +61,13 @@ export async function stillRunning(
 }
 
 /**
- * Takes a worker's tokens back (it is busy, or cannot hear notifications) — or with no worker,
- * only lowers the "somebody waits" flag if no token is left, so submitters skip the wake-up.
+ * Takes a worker's tokens back (it is busy, or cannot hear notifications), and lowers the
+ * "somebody waits" flag if no token is left, so submitters skip the wake-up.
  */
 export async function unregisterWaiter(
   db: Queryable,
   sql: SchemaSql,
-  workerId: string | null,
+  workerId: string,
 ): Promise<void> {
   await db.query({ ...sql.bind(RESET), values: [workerId] });
 }

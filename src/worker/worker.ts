@@ -7,7 +7,6 @@ import { PermanentError, PgwakeError, type SerializedError, serializeError } fro
 import { DEFAULT_BACKOFF, retryDelayMs } from "../jobs/backoff.ts";
 import { claimJobs } from "../jobs/claim.ts";
 import { type Completion, completeJobs } from "../jobs/complete.ts";
-import { controlChannelFor } from "../jobs/control.ts";
 import { appendEvents, type NewEvent } from "../jobs/events.ts";
 import { type Failure, failJobs } from "../jobs/fail.ts";
 import { heartbeat, removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
@@ -228,7 +227,7 @@ export class Worker {
       const channel = this.sql.channel;
       this.listener = new Listener({
         connectionString: this.opts.connectionString,
-        channels: [channel, controlChannelFor(channel)],
+        channels: [channel, this.sql.controlChannel],
         livenessMs: this.opts.livenessMs,
         logger: this.logger,
         onNotification: (ch, payload) => this.onNotification(ch, payload),
