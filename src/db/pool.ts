@@ -8,11 +8,18 @@ export interface PoolOptions {
   max?: number;
   applicationName?: string;
   /**
-   * `force_generic_plan` (the worker's pool): plan once, run many times. The worker's statements
-   * are written so that their best plan does not depend on their values, and a custom plan per
-   * execution (what the claim's `LIMIT $n` otherwise triggers) costs more than the claim itself.
+   * Fixed plans (the worker's pool), three session settings:
+   * - `plan_cache_mode = force_generic_plan`: plan once, run many times. The worker's statements
+   *   are written so that their best plan does not depend on their values, and a custom plan per
+   *   execution (what the claim's `LIMIT $n` otherwise triggers) costs more than the claim.
+   * - `enable_seqscan = off`: a queue table's statistics trail its contents. A generic plan made
+   *   while the table was empty scans it whole, and keeps doing so as it grows until the next
+   *   ANALYZE (measured: the claim's UPDATE took 5 ms at 20,000 rows instead of 0.2 ms). Every
+   *   worker statement has an index to use; this makes the planner take it.
+   * - `jit = off`: the setting above inflates estimated costs past `jit_above_cost`, and JIT
+   *   compiling a claim took 200 ms. These statements touch a few rows; JIT never pays off.
    */
-  planCacheMode?: "force_generic_plan";
+  fixedPlans?: boolean;
 }
 
 /** A pool that survives its server going away: idle-client errors are logged, not thrown. */
@@ -24,7 +31,9 @@ export function createPool(options: PoolOptions, onError?: (error: Error) => voi
     connectionTimeoutMillis: 10_000,
     idleTimeoutMillis: 30_000,
     keepAlive: true,
-    ...(options.planCacheMode ? { options: `-c plan_cache_mode=${options.planCacheMode}` } : {}),
+    ...(options.fixedPlans
+      ? { options: "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c jit=off" }
+      : {}),
   });
   pool.on("error", (error) => onError?.(error));
   return pool;

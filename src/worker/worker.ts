@@ -175,7 +175,7 @@ export class Worker {
           connectionString: this.opts.connectionString,
           max: 4,
           applicationName: "pgwake-worker",
-          planCacheMode: "force_generic_plan",
+          fixedPlans: true,
         },
         onPoolError,
       );
