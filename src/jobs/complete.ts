@@ -6,10 +6,19 @@ import type { Queryable } from "../db/types.ts";
 // joins all of them to the batch. This way each row is found by its primary key.
 // Guarded by state, owner and attempt: a worker whose lease expired (and whose job another
 // worker may hold now) cannot complete it. Its late outcome is recorded as an event instead.
+// The commit does not wait for the WAL to reach the disk (`synchronous_commit` off for this
+// transaction only). Should the database crash in the fraction of a second before the WAL
+// writer flushes it, the job is back to `running` under its old lease, and runs again when the
+// lease expires: the at-least-once path every lost outcome takes, recorded as a lease expiry.
+// Claims and heartbeats stay synchronous: losing one of those could let two workers run a job
+// at once. Waiting for the disk here made every completion batch a flush of its own, and those
+// flushes delayed the submissions that must wait for theirs.
 const COMPLETE_JOBS = statement(
   "complete_jobs",
-  `WITH done AS (
-     SELECT * FROM unnest($1::bigint[], $2::integer[], $3::jsonb[]) AS d(id, attempt, result)
+  `WITH relaxed AS MATERIALIZED (
+     SELECT set_config('synchronous_commit', 'off', true)
+   ), done AS (
+     SELECT d.* FROM relaxed, unnest($1::bigint[], $2::integer[], $3::jsonb[]) AS d(id, attempt, result)
    ), updated AS (
      UPDATE {{schema}}.jobs j
      SET status = 'completed', result = done.result, finished_at = now(),

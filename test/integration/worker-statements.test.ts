@@ -85,4 +85,36 @@ describe("worker statement plans", () => {
       await pool.end();
     }
   });
+
+  it("a completion's relaxed commit does not outlive its transaction", async () => {
+    const pool = createPool({ connectionString: db.url, max: 1, fixedPlans: true });
+    try {
+      const client = await pool.connect();
+      try {
+        const [job] = await db.pgwake.enqueueMany([{ task: "t", queue: "relaxed" }]);
+        const options = {
+          queues: ["relaxed"],
+          tasks: ["t"],
+          limit: 1,
+          workerId: "w",
+          leaseMs: 60_000,
+        };
+        const [claimed] = await claimJobs(client, sql, options);
+        expect(claimed?.id).toBe(job!.job.id);
+        const done = await completeJobs(client, sql, "w", [
+          { id: claimed!.id, attempt: 1, result: { ok: true } },
+        ]);
+        expect([...done]).toEqual([claimed!.id]);
+        // The next claim on this connection must wait for the disk again.
+        const { rows } = await client.query<{ setting: string }>(
+          "SELECT current_setting('synchronous_commit') AS setting",
+        );
+        expect(rows[0]!.setting).toBe("on");
+      } finally {
+        client.release();
+      }
+    } finally {
+      await pool.end();
+    }
+  });
 });
