@@ -44,6 +44,13 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   /** A handler's time limit unless the job or the task sets one. */
   defaultTimeoutMs?: number;
+  /**
+   * After a claim that found some jobs but fewer than it had room for, claim again after this
+   * long instead of asking to be woken: under steady load the next jobs are moments away, and
+   * one claim then takes them together. A claim that finds nothing still waits for a wake-up.
+   * 0 turns it off.
+   */
+  claimCooldownMs?: number;
   /** Completions and failures wait this long to be written together. */
   flushDelayMs?: number;
   flushBatchSize?: number;
@@ -66,6 +73,7 @@ const DEFAULTS = {
   leaseMs: 30_000,
   heartbeatMs: 10_000,
   defaultTimeoutMs: 5 * 60_000,
+  claimCooldownMs: 5,
   flushDelayMs: 2,
   flushBatchSize: 500,
   maintenanceIntervalMs: 5_000,
@@ -147,6 +155,7 @@ export class Worker {
       leaseMs: options.leaseMs ?? DEFAULTS.leaseMs,
       heartbeatMs: options.heartbeatMs ?? DEFAULTS.heartbeatMs,
       defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULTS.defaultTimeoutMs,
+      claimCooldownMs: options.claimCooldownMs ?? DEFAULTS.claimCooldownMs,
       flushDelayMs: options.flushDelayMs ?? DEFAULTS.flushDelayMs,
       flushBatchSize: options.flushBatchSize ?? DEFAULTS.flushBatchSize,
       maintenanceIntervalMs: options.maintenanceIntervalMs ?? DEFAULTS.maintenanceIntervalMs,
@@ -407,6 +416,10 @@ export class Worker {
         if (this.registered) {
           this.unregister();
         }
+      } else if (jobs.length > 0 && this.opts.claimCooldownMs > 0) {
+        // Jobs are arriving: take the next ones together in a moment. Asking to be woken now
+        // would cost a registration, a NOTIFY and a claim for every few jobs.
+        this.scheduleNextRun(this.opts.claimCooldownMs);
       } else if (!this.registered && this.listener?.connected) {
         // Caught up: ask to be notified, then claim once more for what was committed while the
         // registration became visible.

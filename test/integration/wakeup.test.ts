@@ -102,6 +102,31 @@ describe("wake-up with a 60 s fallback poll", () => {
     expect(w.stats.claimQueries).toBeGreaterThan(claimsBefore);
   });
 
+  it("after a claim that found jobs, claims again after its cooldown and takes what arrived meanwhile together", async () => {
+    worker = db.pgwake.worker({
+      pollIntervalMs: POLL_MS,
+      maintenanceIntervalMs: 0,
+      livenessMs: 600_000,
+      claimCooldownMs: 400,
+    });
+    await worker.start();
+    await waitForIdle(worker);
+    const { job: first } = await db.pgwake.enqueue("ping", {});
+    const firstAt = await waitFor(() => startedAt.get(first.id), { intervalMs: 2 });
+    const claims = worker.stats.claimQueries;
+    // The claim found a job: the worker did not ask to be woken, so these two wait for the
+    // cooldown (a woken worker would start them within milliseconds).
+    const { job: second } = await db.pgwake.enqueue("ping", {});
+    const { job: third } = await db.pgwake.enqueue("ping", {});
+    const secondAt = await waitFor(() => startedAt.get(second.id), {
+      timeoutMs: 10_000,
+      intervalMs: 2,
+    });
+    await waitFor(() => startedAt.get(third.id), { intervalMs: 2 });
+    expect(secondAt - firstAt).toBeGreaterThanOrEqual(300);
+    expect(worker.stats.claimQueries - claims).toBe(1);
+  });
+
   it("wakes up again after its listener backend is terminated", async () => {
     const w = await startIdleWorker();
     const pid = await waitFor(listenerPid, { message: "listener backend" });
