@@ -81,7 +81,6 @@ export async function machineInfo(admin: pg.Pool, source: string): Promise<Machi
       "graphile-worker": await packageVersion("graphile-worker"),
       "pg-boss": await packageVersion("pg-boss"),
       pg: await packageVersion("pg"),
-      autocannon: await packageVersion("autocannon"),
     },
   };
 }

@@ -1,17 +1,18 @@
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../../test/helpers/postgres.ts";
 import { exitAll, spawnChildren } from "../lib/child.ts";
 import type { BenchContext } from "../lib/context.ts";
+import { runLoad } from "../lib/openload.ts";
 import { percentile, summarize } from "../lib/stats.ts";
 import { createPgwake } from "../lib/systems.ts";
 
 /** `node bin/pgwake.js api` on a free port, ready when /ready answers 200. */
-async function startApiProcess(
+export async function startApiProcess(
   databaseUrl: string,
   schema: string,
-): Promise<{ url: string; close(): Promise<void> }> {
+  extraEnv: Record<string, string> = {},
+): Promise<{ url: string; pid: number; close(): Promise<void> }> {
   const port = await freePort();
   const bin = fileURLToPath(new URL("../../bin/pgwake.js", import.meta.url));
   const child = spawn(process.execPath, [bin, "api"], {
@@ -23,6 +24,7 @@ async function startApiProcess(
       HOST: "127.0.0.1",
       PGWAKE_LOG_LEVEL: "warn",
       PGWAKE_BUILTIN_TASKS: "off",
+      ...extraEnv,
     },
     stdio: ["ignore", "ignore", "inherit"],
   });
@@ -44,6 +46,7 @@ async function startApiProcess(
   }
   return {
     url,
+    pid: child.pid!,
     close: async () => {
       child.kill("SIGTERM");
       await exited;
@@ -60,47 +63,12 @@ interface RunFigures {
 }
 
 /**
- * Scenario 3: POST /jobs over a real socket with autocannon (as a library, in this process),
- * at fixed rates and at saturation, with one worker process draining what arrives.
+ * Scenario 3: POST /jobs over real sockets to a `pgwake api` process, with one worker process
+ * draining what arrives. Fixed rates are offered open-loop (requests spread evenly over each
+ * second, latency counted from when each request was due); saturation is a closed loop, every
+ * connection sending again as soon as it is answered.
  */
 export async function httpScenario(ctx: BenchContext): Promise<void> {
-  const appPath = fileURLToPath(new URL("../../src/api/app.ts", import.meta.url));
-  const serverPath = fileURLToPath(new URL("../../src/api/server.ts", import.meta.url));
-  if (!existsSync(appPath) || !existsSync(serverPath)) {
-    ctx.notes.push({
-      scenario: "http",
-      text: "skipped: API not available (src/api/app.ts or src/api/server.ts missing)",
-    });
-    return;
-  }
-  let createApp: (options: { pgwake: unknown; acceptUnknownTasks?: boolean }) => { fetch: unknown };
-  let serveApi: (
-    app: unknown,
-    options: { port: number },
-  ) => Promise<{ url: string; close(): Promise<void> }>;
-  try {
-    ({ createApp } = (await import(appPath)) as { createApp: typeof createApp });
-    ({ serveApi } = (await import(serverPath)) as { serveApi: typeof serveApi });
-  } catch (error) {
-    ctx.notes.push({
-      scenario: "http",
-      text: `skipped: API not available (${(error as Error).message})`,
-    });
-    return;
-  }
-  // autocannon ships no type declarations: import it by a name the type checker does not resolve.
-  const autocannonModule = "autocannon";
-  type Done = (
-    error: Error | null,
-    result: { requests: { average: number }; non2xx: number; errors: number },
-  ) => void;
-  type OnResponse = (client: unknown, status: number, bytes: number, responseTime: number) => void;
-  const { default: autocannon } = (await import(autocannonModule)) as {
-    default: (
-      options: Record<string, unknown>,
-      done: Done,
-    ) => { on(event: "response", listener: OnResponse): void };
-  };
   const { reps } = ctx.settings;
   const { seconds, rates, connections } = ctx.settings.http;
   const adapter = await createPgwake(ctx.url, "http");
@@ -113,14 +81,12 @@ export async function httpScenario(ctx: BenchContext): Promise<void> {
     concurrency: 100,
     yieldInHandler: true,
   });
-  let server: { url: string; close(): Promise<void> } | undefined;
+  let server: Awaited<ReturnType<typeof startApiProcess>> | undefined;
   try {
     await children[0]!.request({ type: "prepare" }, "prepared");
     await children[0]!.request({ type: "start" }, "started");
-    // The API runs as the real `pgwake api` process, so the load generator (autocannon, in this
-    // process) does not share its event loop with the server it measures.
-    void createApp;
-    void serveApi;
+    // The API runs as the real `pgwake api` process, so the load generator (in this process)
+    // does not share its event loop with the server it measures.
     server = await startApiProcess(ctx.url, adapter.schema);
     const url = server.url;
     const body = JSON.stringify({ task: adapter.task, payload: {} });
@@ -136,42 +102,24 @@ export async function httpScenario(ctx: BenchContext): Promise<void> {
       });
       return;
     }
-    const once = (rate: number | undefined, duration: number): Promise<RunFigures> =>
-      new Promise((resolve, reject) => {
-        const latencies: number[] = [];
-        let errors = 0;
-        const instance = autocannon(
-          {
-            url: `${url}/jobs`,
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body,
-            connections,
-            duration,
-            ...(rate ? { overallRate: rate } : {}),
-          },
-          (
-            error: Error | null,
-            result: { requests: { average: number }; non2xx: number; errors: number },
-          ) => {
-            if (error) return reject(error);
-            resolve({
-              rps: result.requests.average,
-              p50: percentile(latencies, 50),
-              p95: percentile(latencies, 95),
-              p99: percentile(latencies, 99),
-              errors: errors + result.non2xx + result.errors,
-            });
-          },
-        );
-        instance.on(
-          "response",
-          (_client: unknown, status: number, _bytes: number, responseTime: number) => {
-            if (status >= 300) errors++;
-            latencies.push(responseTime);
-          },
-        );
+    const once = async (rate: number | undefined, duration: number): Promise<RunFigures> => {
+      const run = await runLoad({
+        url: `${url}/jobs`,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+        connections,
+        seconds: duration,
+        ...(rate ? { rate } : {}),
       });
+      return {
+        rps: run.rps,
+        p50: percentile(run.latencies, 50),
+        p95: percentile(run.latencies, 95),
+        p99: percentile(run.latencies, 99),
+        errors: run.errors,
+      };
+    };
     await once(undefined, 1); // warm-up
     for (const rate of [...rates, undefined]) {
       const label = rate ? `${rate.toLocaleString("en-US")} req/s offered` : "saturation";
