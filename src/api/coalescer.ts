@@ -11,9 +11,11 @@ interface Waiting {
 }
 
 /**
- * Group commit for single submissions. While `maxInFlight` inserts are running, new submissions
- * wait and then go together in one `enqueueMany` statement; with no load, a submission goes
- * alone at once, so batching never adds latency, it only replaces waiting for a connection.
+ * Group commit for single submissions. Submissions read in the same turn of the event loop go
+ * together in one `enqueueMany` statement, and while `maxInFlight` inserts are running, new ones
+ * wait and then go together. With no load a submission goes alone at the end of the turn it
+ * arrived in, so batching never waits for a timer: it only replaces waiting for a connection,
+ * and saves a statement, a commit and their system calls for every submission it joins.
  * Each caller is answered after the statement holding its row has committed.
  *
  * Jobs are validated by the caller (`pgwake.prepare`) before they get here, so one bad job does
@@ -25,6 +27,7 @@ interface Waiting {
 export class SubmissionCoalescer {
   private readonly queue: Waiting[] = [];
   private inFlight = 0;
+  private flushScheduled = false;
   private readonly pgwake: Pgwake;
   private readonly options: { maxInFlight: number; maxBatch: number };
 
@@ -39,7 +42,15 @@ export class SubmissionCoalescer {
       const sortKey =
         job.idempotencyKey === undefined ? "" : `${resolvedQueue}\u0000${job.idempotencyKey}`;
       this.queue.push({ job, sortKey, resolve, reject });
-      if (this.inFlight < this.options.maxInFlight) this.flush();
+      if (this.inFlight < this.options.maxInFlight && !this.flushScheduled) {
+        // Requests read in the same turn of the event loop go together: the flush waits for
+        // the rest of this turn's I/O, not for a timer.
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          if (this.inFlight < this.options.maxInFlight) this.flush();
+        });
+      }
     });
   }
 

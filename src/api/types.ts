@@ -1,9 +1,6 @@
-import type { Logger } from "../logger.ts";
-
 /** Context variables every route can read. */
 export interface ApiVariables {
   requestId: string;
-  logger: Logger;
 }
 
 /** The Hono environment of the pgwake API. */

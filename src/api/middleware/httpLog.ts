@@ -15,21 +15,20 @@ export function httpLog(options: {
   const { logger, metrics } = options;
   return async function httpLogMiddleware(c, next) {
     const started = performance.now();
-    const log = logger.child({ requestId: c.get("requestId") });
-    c.set("logger", log);
     await next();
     const seconds = (performance.now() - started) / 1000;
     const status = c.res.status;
     const route = c.req.routePath && c.req.routePath !== "/*" ? c.req.routePath : "unmatched";
     metrics.httpDuration.observe({ method: c.req.method, route, status: String(status) }, seconds);
     const line = {
+      requestId: c.get("requestId"),
       method: c.req.method,
       path: c.req.path.slice(0, 256),
       status,
       ms: Math.round(seconds * 10_000) / 10,
     };
-    if (status >= 500) log.error(line, "request failed");
-    else if (status >= 400) log.info(line, "request refused");
-    else log.info(line, "request");
+    if (status >= 500) logger.error(line, "request failed");
+    else if (status >= 400) logger.info(line, "request refused");
+    else logger.info(line, "request");
   };
 }

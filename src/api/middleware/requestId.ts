@@ -12,9 +12,8 @@ export function requestId(options: { header?: string } = {}): MiddlewareHandler<
     const given = c.req.header(header);
     const id = given && ACCEPTED.test(given) ? given : randomUUID();
     c.set("requestId", id);
+    // Set on the context, so every response made from it carries the id, errors included.
     c.header(header, id);
     await next();
-    // Error responses are built anew by onError; make sure they carry the id too.
-    c.res.headers.set(header, id);
   };
 }
