@@ -29,7 +29,11 @@ import { registerWaiter, stillRunning, unregisterWaiter } from "./wake.ts";
 export interface WorkerOptions {
   /** Used for the pool (unless `pool` is given) and for the LISTEN connection. */
   connectionString: string;
-  /** A pool to claim and complete on; by default the worker makes and owns one. */
+  /**
+   * A pool to claim and complete on; by default the worker makes and owns one. The worker's own
+   * pool fixes its plans (generic, index paths, no JIT: see `createPool`); a pool given here
+   * keeps its sessions' settings.
+   */
   pool?: pg.Pool;
   schema?: string;
   tasks: TaskRegistry | readonly AnyTaskDefinition[];
