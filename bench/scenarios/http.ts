@@ -4,7 +4,7 @@ import { freePort } from "../../test/helpers/postgres.ts";
 import { exitAll, spawnChildren } from "../lib/child.ts";
 import type { BenchContext } from "../lib/context.ts";
 import { runLoad } from "../lib/openload.ts";
-import { percentile, summarize } from "../lib/stats.ts";
+import { percentile, sleep, summarize } from "../lib/stats.ts";
 import { createPgwake } from "../lib/systems.ts";
 
 /** `node bin/pgwake.js api` on a free port, ready when /ready answers 200. */
@@ -121,12 +121,27 @@ export async function httpScenario(ctx: BenchContext): Promise<void> {
       };
     };
     await once(undefined, 1); // warm-up
-    for (const rate of [...rates, undefined]) {
-      const label = rate ? `${rate.toLocaleString("en-US")} req/s offered` : "saturation";
+    const top = Math.max(...rates);
+    const cases: { label: string; rate?: number; checkpoint?: boolean }[] = [
+      ...rates.map((rate) => ({ label: `${rate.toLocaleString("en-US")} req/s offered`, rate })),
+      { label: "saturation" },
+      // Production meets checkpoints; this is the harsh kind (immediate, not spread out).
+      {
+        label: `${top.toLocaleString("en-US")} req/s offered, CHECKPOINT 1 s in`,
+        rate: top,
+        checkpoint: true,
+      },
+    ];
+    for (const { label, rate, checkpoint } of cases) {
       const runs: RunFigures[] = [];
       for (let rep = 1; rep <= reps; rep++) {
         ctx.progress.step(`POST /jobs, ${label}, rep ${rep}/${reps}`);
-        runs.push(await once(rate, seconds));
+        const running = once(rate, seconds);
+        if (checkpoint) {
+          await sleep(1_000);
+          await ctx.admin.query("CHECKPOINT");
+        }
+        runs.push(await running);
       }
       const kase = `POST /jobs, ${label}, ${connections} connections, ${seconds} s`;
       const row = (
