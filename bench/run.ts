@@ -116,14 +116,12 @@ async function main(): Promise<void> {
       try {
         // Start every scenario from a clean slate: without this, the pages the previous
         // scenario dirtied are written by a checkpoint during this one's measurement.
-        await admin
-          .query("CHECKPOINT")
-          .catch((error: Error) =>
-            ctx.notes.push({
-              scenario: name,
-              text: `CHECKPOINT before it failed: ${error.message}`,
-            }),
-          );
+        await admin.query("CHECKPOINT").catch((error: Error) =>
+          ctx.notes.push({
+            scenario: name,
+            text: `CHECKPOINT before it failed: ${error.message}`,
+          }),
+        );
         await SCENARIOS[name]!(ctx);
       } catch (error) {
         const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
