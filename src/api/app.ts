@@ -2,7 +2,6 @@ import { Hono } from "hono";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { Pgwake } from "../client.ts";
 import { type Logger, silentLogger } from "../logger.ts";
-import { SubmissionCoalescer } from "./coalescer.ts";
 import { type ApiDeps, schemaSqlOf } from "./context.ts";
 import { ApiError, errorHandler, renderError } from "./errors.ts";
 import { ApiMetrics } from "./metrics.ts";
@@ -61,8 +60,6 @@ export function createApp(options: ApiOptions): Hono<ApiEnv> {
     sql: schemaSqlOf(pgwake),
     logger,
     metrics,
-    // A few statements in flight keep both Postgres cores busy; more would only queue on the pool.
-    coalescer: new SubmissionCoalescer(pgwake, { maxInFlight: 2, maxBatch: 500 }),
     bodyLimitBytes,
     batchLimit,
     acceptUnknownTasks: options.acceptUnknownTasks ?? pgwake.tasks.size === 0,

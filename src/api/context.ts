@@ -1,7 +1,6 @@
 import type { Pgwake } from "../client.ts";
 import { SchemaSql } from "../db/sql.ts";
 import type { Logger } from "../logger.ts";
-import type { SubmissionCoalescer } from "./coalescer.ts";
 import type { ApiMetrics } from "./metrics.ts";
 
 /** What the routes share: the engine, settings already defaulted, metrics. */
@@ -10,7 +9,6 @@ export interface ApiDeps {
   sql: SchemaSql;
   logger: Logger;
   metrics: ApiMetrics;
-  coalescer: SubmissionCoalescer;
   bodyLimitBytes: number;
   batchLimit: number;
   acceptUnknownTasks: boolean;

@@ -22,7 +22,7 @@ export interface EnqueuedJob<Payload = unknown> {
   duplicate: boolean;
 }
 
-const DEFAULT_QUEUE = "default";
+export const DEFAULT_QUEUE = "default";
 
 // One plain statement: no function call on the hot path (the schema's `enqueue_many` function
 // gives SQL callers the same defaults and the same idempotency rule). Ids are drawn in input

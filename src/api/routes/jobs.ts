@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import type { NewJob } from "../../jobs/enqueue.ts";
+import { DEFAULT_QUEUE, type NewJob } from "../../jobs/enqueue.ts";
 import { listJobs } from "../../jobs/list.ts";
 import { TERMINAL_STATUSES } from "../../jobs/types.ts";
 import type { ApiDeps } from "../context.ts";
@@ -25,12 +25,8 @@ export function jobRoutes(deps: ApiDeps): Hono<ApiEnv> {
   const { pgwake } = deps;
   const app = new Hono<ApiEnv>();
 
-  /** Turns a validated body into a NewJob the engine accepts, or throws the API error. */
-  function toNewJob(
-    body: SubmitJob,
-    requestId: string,
-    headerKey?: string,
-  ): { job: NewJob; queue: string } {
+  /** Turns a validated body into a NewJob, or throws the API error. */
+  function toNewJob(body: SubmitJob, requestId: string, headerKey?: string): NewJob {
     const unstorable = findUnstorable(body);
     if (unstorable) {
       throw new ApiError(400, "VALIDATION_FAILED", `invalid job: ${unstorable.path}`, {
@@ -75,19 +71,19 @@ export function jobRoutes(deps: ApiDeps): Hono<ApiEnv> {
     };
     const key = body.idempotencyKey ?? headerKey;
     if (key !== undefined) job.idempotencyKey = key;
-    // Validates a known task's payload (422 with the schema's issues) and resolves its queue.
-    const prepared = pgwake.prepare(job);
-    return { job, queue: prepared.queue ?? "default" };
+    return job;
   }
 
   app.post("/jobs", async (c) => {
     const body = parseOr400(SubmitJobSchema, await readJson(c, deps.bodyLimitBytes), "job");
-    const { job, queue } = toNewJob(
+    const { task, payload, ...options } = toNewJob(
       body,
       c.get("requestId"),
       idempotencyHeader(c.req.header("idempotency-key")),
     );
-    const { job: stored, duplicate } = await deps.coalescer.submit(job, queue);
+    // Validates a known task's payload (422 with the schema's issues); concurrent submissions
+    // share an insert (see `Pgwake.enqueue`).
+    const { job: stored, duplicate } = await pgwake.enqueue(task, payload, options);
     if (!duplicate) deps.metrics.enqueued.inc({ queue: stored.queue, task: stored.task });
     return c.json({ job: jobJson(stored), duplicate }, duplicate ? 200 : 201, {
       Location: `/jobs/${stored.id}`,
@@ -126,7 +122,10 @@ export function jobRoutes(deps: ApiDeps): Hono<ApiEnv> {
     const problems: Array<{ index: number; code: string; message: string; details?: unknown }> = [];
     body.jobs.forEach((item, index) => {
       try {
-        prepared.push({ ...toNewJob(item, requestId), index });
+        const job = toNewJob(item, requestId);
+        // Validates a known task's payload and resolves its queue from the task's defaults.
+        const queue = pgwake.prepare(job).queue ?? DEFAULT_QUEUE;
+        prepared.push({ job, queue, index });
       } catch (error) {
         const apiError = toApiError(error);
         if (apiError.status >= 500) throw error;
