@@ -71,7 +71,7 @@ describe("group commit of single submissions", () => {
     expect(new Set(ids).size).toBe(30);
     // One statement: every row carries the same inserting transaction.
     const rows = await db.query<{ xids: string }>(
-      "SELECT count(DISTINCT xmin)::text AS xids FROM {{schema}}.jobs WHERE task = 't4'",
+      "SELECT count(DISTINCT xmin::text)::text AS xids FROM {{schema}}.jobs WHERE task = 't4'",
     );
     expect(rows[0]!.xids).toBe("1");
   });

@@ -35,13 +35,19 @@ describe("transactional enqueue", () => {
     worker = db.pgwake.worker({ pollIntervalMs: 60_000, maintenanceIntervalMs: 0 });
     await worker.start();
     await waitFor(() => worker.listening, { message: "listener" });
-    await waitFor(
+    await waitForWaiting();
+  });
+  /**
+   * Until the worker has caught up and holds a wake-up token (after a claim that found jobs, it
+   * first claims again after its cooldown).
+   */
+  const waitForWaiting = () =>
+    waitFor(
       async () =>
         (await db.query("SELECT 1 FROM {{schema}}.waiters WHERE worker_id = $1", [worker.id]))
           .length > 0,
       { message: "the worker to wait for wake-ups" },
     );
-  });
   afterAll(async () => {
     await worker?.stop({ graceMs: 1_000 });
     await spy?.end();
@@ -87,6 +93,7 @@ describe("transactional enqueue", () => {
   });
 
   it("a committed enqueue runs, and only after the commit", async () => {
+    await waitForWaiting();
     const client = await db.pool.connect();
     let id: number;
     const notifiedBefore = notifications.length;
