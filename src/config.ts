@@ -16,6 +16,7 @@ export interface Config {
   queues: string[];
   concurrency: number;
   pollIntervalMs: number;
+  claimCooldownMs: number;
   leaseMs: number;
   heartbeatMs: number;
   jobTimeoutMs: number;
@@ -95,6 +96,14 @@ export const SETTINGS: readonly Setting[] = [
     flag: "poll-interval-ms",
     default: "2000",
     description: "Fallback poll interval (jittered ±25%).",
+  },
+  {
+    key: "claimCooldownMs",
+    env: "PGWAKE_CLAIM_COOLDOWN_MS",
+    flag: "claim-cooldown-ms",
+    default: "5",
+    description:
+      "After a claim that found jobs but had room for more, claim again this much later instead of waiting for a wake-up (0: off).",
   },
   {
     key: "leaseMs",
@@ -307,6 +316,7 @@ const FIELDS = {
     .default(["default"]),
   concurrency: integer(1, 1_000).default(16),
   pollIntervalMs: integer(10, 3_600_000).default(2_000),
+  claimCooldownMs: integer(0, 10_000).default(5),
   leaseMs: integer(1_000, 86_400_000).default(30_000),
   heartbeatMs: integer(100, 3_600_000).default(10_000),
   jobTimeoutMs: integer(1, 86_400_000).default(300_000),

@@ -32,6 +32,7 @@ const WORKER = [
   "queues",
   "concurrency",
   "pollIntervalMs",
+  "claimCooldownMs",
   "leaseMs",
   "heartbeatMs",
   "jobTimeoutMs",

@@ -94,6 +94,7 @@ export async function startWorker(
     concurrency: config.concurrency,
     notify: config.notify,
     pollIntervalMs: config.pollIntervalMs,
+    claimCooldownMs: config.claimCooldownMs,
     leaseMs: config.leaseMs,
     heartbeatMs: config.heartbeatMs,
     defaultTimeoutMs: config.jobTimeoutMs,
