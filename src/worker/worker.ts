@@ -143,6 +143,8 @@ export class Worker {
   private watchChecking = false;
   private pollTimer: NodeJS.Timeout | undefined;
   private nextRunTimer: NodeJS.Timeout | undefined;
+  /** The claim after the cooldown; apart from `nextRunTimer`, which may wait for a retry. */
+  private cooldownTimer: NodeJS.Timeout | undefined;
   private nextRunAt = Number.POSITIVE_INFINITY;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private maintenanceTimer: NodeJS.Timeout | undefined;
@@ -291,6 +293,7 @@ export class Worker {
     this.state = "stopping";
     clearTimeout(this.pollTimer);
     clearTimeout(this.nextRunTimer);
+    clearTimeout(this.cooldownTimer);
     clearTimeout(this.maintenanceTimer);
     clearTimeout(this.watchTimer);
     const listener = this.listener;
@@ -423,7 +426,10 @@ export class Worker {
       } else if (jobs.length > 0 && this.opts.claimCooldownMs > 0) {
         // Jobs are arriving: take the next ones together in a moment. Asking to be woken now
         // would cost a registration, a NOTIFY and a claim for every few jobs.
-        this.scheduleNextRun(this.opts.claimCooldownMs);
+        this.cooldownTimer ??= setTimeout(() => {
+          this.cooldownTimer = undefined;
+          this.wake();
+        }, this.opts.claimCooldownMs);
       } else if (!this.registered && this.listener?.connected) {
         // Caught up: ask to be notified, then claim once more for what was committed while the
         // registration became visible.

@@ -32,12 +32,22 @@ const failOnce = defineTask({
   },
 });
 
+const failOnceSlowly = defineTask({
+  name: "fail-once-slowly",
+  backoff: { baseMs: 2_000, factor: 1, maxMs: 2_000 },
+  handler: (_payload, ctx) => {
+    record(ctx.job.id, ctx.attempt);
+    if (ctx.attempt === 1) throw new Error("first attempt fails");
+    return "second attempt ok";
+  },
+});
+
 describe("wake-up with a 60 s fallback poll", () => {
   let db: TestDb;
   let worker: Worker | undefined;
 
   beforeAll(async () => {
-    db = await createTestDb("wakeup", { tasks: [ping, failOnce] });
+    db = await createTestDb("wakeup", { tasks: [ping, failOnce, failOnceSlowly] });
   });
   afterEach(async () => {
     await worker?.stop({ graceMs: 1_000 });
@@ -218,6 +228,30 @@ describe("wake-up with a 60 s fallback poll", () => {
       [job.id],
     );
     expect(done.startedAt!.getTime()).toBeGreaterThanOrEqual(new Date(retry!.run_at).getTime() - 1);
+  });
+
+  it("keeps a retry's timer while it claims on a cooldown", async () => {
+    // The claim that took the job found less than it had room for: a cooldown claim follows,
+    // due before the retry (backoff up to 2 s). The retry must still run on time.
+    worker = db.pgwake.worker({
+      pollIntervalMs: POLL_MS,
+      maintenanceIntervalMs: 0,
+      livenessMs: 600_000,
+      claimCooldownMs: 50,
+    });
+    await worker.start();
+    await waitForIdle(worker);
+    const { job } = await db.pgwake.enqueue("fail-once-slowly", {});
+    const done = await waitFor(
+      async () => {
+        const j = await db.pgwake.getJob(job.id);
+        return j?.status === "completed" ? j : null;
+      },
+      { timeoutMs: 20_000, message: "retried job to complete" },
+    );
+    expect(done.attempts).toBe(2);
+    const [first, second] = attemptsSeen.get(job.id)!;
+    expect(second! - first!).toBeLessThan(2_000 + PROMPT_MS);
   });
 
   it("starts a job whose transaction was open while the worker registered, once it commits", async () => {
