@@ -68,6 +68,9 @@ export interface WorkerOptions {
   logger?: Logger;
 }
 
+/** How many later run times a worker remembers besides its next one. */
+const MAX_LATER_RUNS = 64;
+
 const DEFAULTS = {
   schema: "pgwake",
   queues: ["default"],
@@ -146,6 +149,8 @@ export class Worker {
   /** The claim after the cooldown; apart from `nextRunTimer`, which may wait for a retry. */
   private cooldownTimer: NodeJS.Timeout | undefined;
   private nextRunAt = Number.POSITIVE_INFINITY;
+  /** Later known run times (epoch ms, ascending) that wait for the earlier one's timer. */
+  private laterRuns: number[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private claimBackoff = 0;
@@ -293,6 +298,7 @@ export class Worker {
     this.state = "stopping";
     clearTimeout(this.pollTimer);
     clearTimeout(this.nextRunTimer);
+    this.laterRuns = [];
     clearTimeout(this.cooldownTimer);
     clearTimeout(this.maintenanceTimer);
     clearTimeout(this.watchTimer);
@@ -527,13 +533,36 @@ export class Worker {
   /** A timer to the earliest known future run_at (scheduled jobs, our own retries). */
   private scheduleNextRun(delayMs: number): void {
     const at = Date.now() + delayMs;
-    if (at >= this.nextRunAt) return;
+    if (at === this.nextRunAt) return;
+    if (at > this.nextRunAt) {
+      // Kept for when the earlier timer fires; a few dozen are plenty, the poll covers the rest.
+      if (!this.laterRuns.includes(at) && this.laterRuns.length < MAX_LATER_RUNS) {
+        this.laterRuns.push(at);
+        this.laterRuns.sort((a, b) => a - b);
+      }
+      return;
+    }
+    if (Number.isFinite(this.nextRunAt)) {
+      this.laterRuns.unshift(this.nextRunAt);
+      if (this.laterRuns.length > MAX_LATER_RUNS) this.laterRuns.pop();
+    }
+    this.armNextRun(at);
+  }
+
+  private armNextRun(at: number): void {
     clearTimeout(this.nextRunTimer);
     this.nextRunAt = at;
-    this.nextRunTimer = setTimeout(() => {
-      this.nextRunAt = Number.POSITIVE_INFINITY;
-      this.wake();
-    }, delayMs + 1);
+    this.nextRunTimer = setTimeout(
+      () => {
+        this.nextRunAt = Number.POSITIVE_INFINITY;
+        const now = Date.now();
+        while (this.laterRuns.length > 0 && this.laterRuns[0]! <= now) this.laterRuns.shift();
+        const next = this.laterRuns.shift();
+        if (next !== undefined) this.armNextRun(next);
+        this.wake();
+      },
+      Math.max(0, at - Date.now()) + 1,
+    );
   }
 
   private scheduleMaintenance(): void {

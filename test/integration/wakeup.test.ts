@@ -205,6 +205,21 @@ describe("wake-up with a 60 s fallback poll", () => {
     expect(ms).toBeLessThan(300 + PROMPT_MS);
   });
 
+  it("runs two delayed jobs on time: the later one's time is kept while the earlier one's timer waits", async () => {
+    await startIdleWorker();
+    const before = performance.now();
+    const { job: early } = await db.pgwake.enqueue("ping", {}, { delayMs: 300 });
+    const { job: late } = await db.pgwake.enqueue("ping", {}, { delayMs: 1_500 });
+    const lateAt = await waitFor(() => startedAt.get(late.id), {
+      timeoutMs: 30_000,
+      intervalMs: 5,
+      message: "the later delayed job to start",
+    });
+    expect(startedAt.get(early.id)).toBeDefined();
+    expect(lateAt - before).toBeGreaterThanOrEqual(1_450);
+    expect(lateAt - before).toBeLessThan(1_500 + PROMPT_MS);
+  });
+
   it("runs a failed job's retry after its backoff without waiting for the poll", async () => {
     await startIdleWorker();
     const { job } = await db.pgwake.enqueue("fail-once", {});
