@@ -52,6 +52,7 @@ export class Pgwake {
   private readonly connectionString: string | undefined;
   private readonly ownsPool: boolean;
   private readonly logger: Logger;
+  private closed = false;
   /**
    * Concurrent `enqueue` calls share statements. Two in flight keep both of a small server's
    * cores busy (measured better than 4 or 8 for the HTTP API); more would queue on the pool.
@@ -101,6 +102,9 @@ export class Pgwake {
     options: EnqueueOptions = {},
   ): Promise<EnqueuedJob<Payload>> {
     const { client, ...rest } = options;
+    if (this.closed && !client) {
+      throw new PgwakeError("DATABASE_UNAVAILABLE", "this Pgwake client is closed");
+    }
     const job = this.prepare({ ...rest, task, payload });
     const result = client
       ? (await insertJobs(client, this.sql, [job]))[0]!
@@ -199,7 +203,10 @@ export class Pgwake {
   }
 
   /** Closes the pool if this instance made it. */
+  /** Waits for `enqueue` calls under way to be written, then ends the pool (if it owns it). */
   async close(): Promise<void> {
+    this.closed = true;
+    await this.submissions.drain();
     if (this.ownsPool) await this.pool.end();
   }
 }

@@ -27,6 +27,8 @@ export class SubmissionCoalescer {
   private readonly queue: Waiting[] = [];
   private inFlight = 0;
   private flushScheduled = false;
+  /** Callers of `drain()`, resolved when nothing is queued or in flight. */
+  private drained: (() => void)[] = [];
   private readonly insert: (jobs: NewJob[]) => Promise<EnqueuedJob[]>;
   private readonly options: { maxInFlight: number; maxBatch: number };
 
@@ -59,6 +61,12 @@ export class SubmissionCoalescer {
     });
   }
 
+  /** Resolves once every submission so far is written (or has failed). */
+  drain(): Promise<void> {
+    if (this.queue.length === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drained.push(resolve));
+  }
+
   private flush(): void {
     const batch = this.queue.splice(0, this.options.maxBatch);
     if (batch.length === 0) return;
@@ -66,6 +74,7 @@ export class SubmissionCoalescer {
     void this.write(batch).finally(() => {
       this.inFlight--;
       if (this.queue.length > 0) this.flush();
+      else if (this.inFlight === 0) for (const resolve of this.drained.splice(0)) resolve();
     });
   }
 

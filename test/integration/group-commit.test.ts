@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SchemaSql } from "../../src/db/sql.ts";
+import { Pgwake } from "../../src/index.ts";
 import { SubmissionCoalescer } from "../../src/jobs/coalescer.ts";
 import { type EnqueuedJob, insertJobs, type NewJob } from "../../src/jobs/enqueue.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
@@ -74,5 +75,15 @@ describe("group commit of single submissions", () => {
       "SELECT count(DISTINCT xmin::text)::text AS xids FROM {{schema}}.jobs WHERE task = 't4'",
     );
     expect(rows[0]!.xids).toBe("1");
+  });
+
+  it("close() waits for submissions under way, and refuses new ones", async () => {
+    const pgwake = new Pgwake({ connectionString: db.url, schema: db.schema });
+    const pending = Array.from({ length: 10 }, (_, i) => pgwake.enqueue("t5", { i }));
+    await pgwake.close();
+    const results = await Promise.allSettled(pending);
+    expect(results.map((r) => r.status)).toEqual(Array(10).fill("fulfilled"));
+    expect(await db.query("SELECT id FROM {{schema}}.jobs WHERE task = 't5'")).toHaveLength(10);
+    await expect(pgwake.enqueue("t5", {})).rejects.toMatchObject({ code: "DATABASE_UNAVAILABLE" });
   });
 });
