@@ -10,7 +10,16 @@ export function hasBody(c: Context): boolean {
   const length = c.req.header("content-length");
   if (c.req.header("transfer-encoding")) return true;
   if (length !== undefined) return length.trim() !== "0";
+  // HTTP/1.1 without either header has no body. (Asking for `raw.body` under node-server would
+  // start a web stream reading the request, ahead of `readIncoming`.)
+  if (incomingOf(c)) return false;
   return c.req.raw.body !== null;
+}
+
+/** Node's request under @hono/node-server, while nothing else has read from it. */
+function incomingOf(c: Context): Readable | undefined {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  return incoming instanceof Readable && !incoming.readableDidRead ? incoming : undefined;
 }
 
 /**
@@ -46,11 +55,10 @@ export async function readJson(
   }
   // Served by @hono/node-server, the body is read straight from Node's request stream: wrapping
   // it in a web stream first costs more CPU than everything else a submission does.
-  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-  const bytes =
-    incoming instanceof Readable
-      ? await readIncoming(incoming, limit)
-      : await readLimited(c.req.raw.body, limit);
+  const incoming = incomingOf(c);
+  const bytes = incoming
+    ? await readIncoming(incoming, limit)
+    : await readLimited(c.req.raw.body, limit);
   if (bytes.length === 0) {
     if (options.optional) return undefined;
     throw new ApiError(400, "INVALID_JSON", "the request body is empty: send a JSON object");
@@ -109,6 +117,7 @@ function readIncoming(incoming: Readable, limit: number): Promise<Uint8Array> {
       if (!incoming.readableEnded) onAborted();
     };
     if (incoming.readableEnded) return settle();
+    if (incoming.destroyed || incoming.errored) return onAborted();
     incoming.on("data", onData);
     incoming.on("end", onEnd);
     incoming.on("error", onAborted);
