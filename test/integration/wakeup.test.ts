@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { defineTask, type Worker } from "../../src/index.ts";
+import { defineTask, type Job, type Worker } from "../../src/index.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -22,25 +22,19 @@ const ping = defineTask({
     return null;
   },
 });
-const failOnce = defineTask({
-  name: "fail-once",
-  backoff: { baseMs: 400, factor: 1, maxMs: 400 },
-  handler: (_payload, ctx) => {
-    record(ctx.job.id, ctx.attempt);
-    if (ctx.attempt === 1) throw new Error("first attempt fails");
-    return "second attempt ok";
-  },
-});
-
-const failOnceSlowly = defineTask({
-  name: "fail-once-slowly",
-  backoff: { baseMs: 2_000, factor: 1, maxMs: 2_000 },
-  handler: (_payload, ctx) => {
-    record(ctx.job.id, ctx.attempt);
-    if (ctx.attempt === 1) throw new Error("first attempt fails");
-    return "second attempt ok";
-  },
-});
+/** A task whose first attempt fails; its retry comes within `backoffMs` (full jitter). */
+const failingOnce = (name: string, backoffMs: number) =>
+  defineTask({
+    name,
+    backoff: { baseMs: backoffMs, factor: 1, maxMs: backoffMs },
+    handler: (_payload, ctx) => {
+      record(ctx.job.id, ctx.attempt);
+      if (ctx.attempt === 1) throw new Error("first attempt fails");
+      return "second attempt ok";
+    },
+  });
+const failOnce = failingOnce("fail-once", 400);
+const failOnceSlowly = failingOnce("fail-once-slowly", 2_000);
 
 describe("wake-up with a 60 s fallback poll", () => {
   let db: TestDb;
@@ -58,12 +52,13 @@ describe("wake-up with a 60 s fallback poll", () => {
   });
 
   /** Starts a worker and waits until it sleeps: listening and registered as a waiter. */
-  const startIdleWorker = async (): Promise<Worker> => {
+  const startIdleWorker = async (options: { claimCooldownMs?: number } = {}): Promise<Worker> => {
     worker = db.pgwake.worker({
       pollIntervalMs: POLL_MS,
       maintenanceIntervalMs: 0,
       // Keep the LISTEN query the last one on the listener backend, so it can be found by text.
       livenessMs: 600_000,
+      ...options,
     });
     await worker.start();
     await waitForIdle(worker);
@@ -92,6 +87,21 @@ describe("wake-up with a 60 s fallback poll", () => {
     return at - before;
   };
 
+  /** Enqueues a job that fails its first attempt; returns it completed and the retry's gap. */
+  const retried = async (task: string): Promise<{ done: Job; gapMs: number }> => {
+    const { job } = await db.pgwake.enqueue(task, {});
+    const done = await waitFor(
+      async () => {
+        const j = await db.pgwake.getJob(job.id);
+        return j?.status === "completed" ? j : null;
+      },
+      { timeoutMs: 20_000, message: "retried job to complete" },
+    );
+    expect(done.attempts).toBe(2);
+    const [first, second] = attemptsSeen.get(job.id)!;
+    return { done, gapMs: second! - first! };
+  };
+
   /** The backend pid of this test's listener (its last query is LISTEN on our channel). */
   const listenerPid = async (): Promise<number | undefined> => {
     const rows = await db.query<{ pid: number }>(
@@ -113,14 +123,7 @@ describe("wake-up with a 60 s fallback poll", () => {
   });
 
   it("after a claim that found jobs, claims again after its cooldown and takes what arrived meanwhile together", async () => {
-    worker = db.pgwake.worker({
-      pollIntervalMs: POLL_MS,
-      maintenanceIntervalMs: 0,
-      livenessMs: 600_000,
-      claimCooldownMs: 400,
-    });
-    await worker.start();
-    const w = worker;
+    const w = await startIdleWorker({ claimCooldownMs: 400 });
     const measure = async () => {
       await waitForIdle(w);
       const { job: first } = await db.pgwake.enqueue("ping", {});
@@ -222,17 +225,7 @@ describe("wake-up with a 60 s fallback poll", () => {
 
   it("runs a failed job's retry after its backoff without waiting for the poll", async () => {
     await startIdleWorker();
-    const { job } = await db.pgwake.enqueue("fail-once", {});
-    const done = await waitFor(
-      async () => {
-        const j = await db.pgwake.getJob(job.id);
-        return j?.status === "completed" ? j : null;
-      },
-      { timeoutMs: 20_000, message: "retried job to complete" },
-    );
-    expect(done.attempts).toBe(2);
-    const [first, second] = attemptsSeen.get(job.id)!;
-    const gap = second! - first!;
+    const { done, gapMs: gap } = await retried("fail-once");
     console.log(
       `retry with a backoff of at most 400 ms started ${gap.toFixed(1)} ms after the first attempt`,
     );
@@ -240,7 +233,7 @@ describe("wake-up with a 60 s fallback poll", () => {
     // It did not run before its run_at (database time).
     const [retry] = await db.query<{ run_at: string }>(
       "SELECT data->>'runAt' AS run_at FROM {{schema}}.job_events WHERE job_id = $1 AND kind = 'retry_scheduled'",
-      [job.id],
+      [done.id],
     );
     expect(done.startedAt!.getTime()).toBeGreaterThanOrEqual(new Date(retry!.run_at).getTime() - 1);
   });
@@ -248,25 +241,9 @@ describe("wake-up with a 60 s fallback poll", () => {
   it("keeps a retry's timer while it claims on a cooldown", async () => {
     // The claim that took the job found less than it had room for: a cooldown claim follows,
     // due before the retry (backoff up to 2 s). The retry must still run on time.
-    worker = db.pgwake.worker({
-      pollIntervalMs: POLL_MS,
-      maintenanceIntervalMs: 0,
-      livenessMs: 600_000,
-      claimCooldownMs: 50,
-    });
-    await worker.start();
-    await waitForIdle(worker);
-    const { job } = await db.pgwake.enqueue("fail-once-slowly", {});
-    const done = await waitFor(
-      async () => {
-        const j = await db.pgwake.getJob(job.id);
-        return j?.status === "completed" ? j : null;
-      },
-      { timeoutMs: 20_000, message: "retried job to complete" },
-    );
-    expect(done.attempts).toBe(2);
-    const [first, second] = attemptsSeen.get(job.id)!;
-    expect(second! - first!).toBeLessThan(2_000 + PROMPT_MS);
+    await startIdleWorker({ claimCooldownMs: 50 });
+    const { gapMs } = await retried("fail-once-slowly");
+    expect(gapMs).toBeLessThan(2_000 + PROMPT_MS);
   });
 
   it("starts a job whose transaction was open while the worker registered, once it commits", async () => {
