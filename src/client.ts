@@ -202,7 +202,6 @@ export class Pgwake {
     });
   }
 
-  /** Closes the pool if this instance made it. */
   /** Waits for `enqueue` calls under way to be written, then ends the pool (if it owns it). */
   async close(): Promise<void> {
     this.closed = true;

@@ -1,27 +1,32 @@
 import { isTransientError } from "../db/transient.ts";
-import { DEFAULT_QUEUE, type EnqueuedJob, type NewJob } from "./enqueue.ts";
+import {
+  compareLockOrder,
+  DEFAULT_QUEUE,
+  type EnqueuedJob,
+  lockOrderKey,
+  type NewJob,
+} from "./enqueue.ts";
 
 interface Waiting {
   job: NewJob;
-  /** Queue and idempotency key, for a stable insert order. */
-  sortKey: string;
+  lockOrder: string;
   resolve: (result: EnqueuedJob) => void;
   reject: (error: unknown) => void;
 }
 
 /**
- * Group commit for single submissions (`Pgwake.enqueue` without a caller's transaction). Submissions read in the same turn of the event loop go
- * together in one `enqueueMany` statement, and while `maxInFlight` inserts are running, new ones
- * wait and then go together. With no load a submission goes alone at the end of the turn it
- * arrived in, so batching never waits for a timer: it only replaces waiting for a connection,
- * and saves a statement, a commit and their system calls for every submission it joins.
- * Each caller is answered after the statement holding its row has committed.
+ * Group commit for single submissions (`Pgwake.enqueue` without a caller's transaction).
+ * Submissions read in the same turn of the event loop go together in one insert statement, and
+ * while `maxInFlight` inserts are running, new ones wait and then go together. With no load a
+ * submission goes alone at the end of the turn it arrived in, so batching never waits for a
+ * timer: it only replaces waiting for a connection, and saves a statement, a commit and their
+ * system calls for every submission it joins. Each caller is answered after the statement
+ * holding its row has committed.
  *
- * Jobs are validated and given their task's defaults (`Pgwake.prepare`) before they get here, so one bad job does
- * not fail its neighbours; should the database still refuse a batch for its data, every job of
- * that batch is tried alone and only the guilty one fails. Keyed jobs are inserted in
- * (queue, key) order so that two batches racing on the same keys wait for each other rather
- * than deadlock.
+ * Jobs are validated and given their task's defaults (`Pgwake.prepare`) before they get here,
+ * so one bad job does not fail its neighbours; should the database still refuse a batch for its
+ * data, every job of that batch is tried alone and only the guilty one fails. Keyed jobs are
+ * inserted in lock order (`lockOrderKey`).
  */
 export class SubmissionCoalescer {
   private readonly queue: Waiting[] = [];
@@ -44,11 +49,8 @@ export class SubmissionCoalescer {
   /** Adds one prepared job; resolves after its row (or the original) is committed. */
   submit(job: NewJob): Promise<EnqueuedJob> {
     return new Promise<EnqueuedJob>((resolve, reject) => {
-      const sortKey =
-        job.idempotencyKey === undefined
-          ? ""
-          : `${job.queue ?? DEFAULT_QUEUE}\u0000${job.idempotencyKey}`;
-      this.queue.push({ job, sortKey, resolve, reject });
+      const lockOrder = lockOrderKey(job.queue ?? DEFAULT_QUEUE, job.idempotencyKey);
+      this.queue.push({ job, lockOrder, resolve, reject });
       if (this.inFlight < this.options.maxInFlight && !this.flushScheduled) {
         // Requests read in the same turn of the event loop go together: the flush waits for
         // the rest of this turn's I/O, not for a timer.
@@ -79,8 +81,7 @@ export class SubmissionCoalescer {
   }
 
   private async write(batch: Waiting[]): Promise<void> {
-    if (batch.length > 1)
-      batch.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+    if (batch.length > 1) batch.sort(compareLockOrder);
     try {
       const results = await this.insert(batch.map((w) => w.job));
       for (const [i, w] of batch.entries()) w.resolve(results[i]!);

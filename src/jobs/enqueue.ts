@@ -24,6 +24,19 @@ export interface EnqueuedJob<Payload = unknown> {
 
 export const DEFAULT_QUEUE = "default";
 
+/**
+ * A job's place in an insert's lock order: keyed jobs by (queue, key), so two statements racing
+ * on the same keys wait for each other instead of deadlocking; keyless jobs take no key lock.
+ */
+export function lockOrderKey(queue: string, idempotencyKey: string | undefined): string {
+  return idempotencyKey === undefined ? "" : `${queue}\u0000${idempotencyKey}`;
+}
+
+/** Orders items by `lockOrderKey` (stable: keyless jobs keep their order). */
+export function compareLockOrder(a: { lockOrder: string }, b: { lockOrder: string }): number {
+  return a.lockOrder < b.lockOrder ? -1 : a.lockOrder > b.lockOrder ? 1 : 0;
+}
+
 // One plain statement: no function call on the hot path (the schema's `enqueue_many` function
 // gives SQL callers the same defaults and the same idempotency rule). Ids are drawn in input
 // order, so the inserted rows, sorted by id, come back in input order; a row skipped by the

@@ -68,8 +68,8 @@ export interface WorkerOptions {
   logger?: Logger;
 }
 
-/** How many later run times a worker remembers besides its next one. */
-const MAX_LATER_RUNS = 64;
+/** How many future run times a worker remembers; the poll covers any beyond. */
+const MAX_RUN_TIMES = 64;
 
 const DEFAULTS = {
   schema: "pgwake",
@@ -148,9 +148,8 @@ export class Worker {
   private nextRunTimer: NodeJS.Timeout | undefined;
   /** The claim after the cooldown; apart from `nextRunTimer`, which may wait for a retry. */
   private cooldownTimer: NodeJS.Timeout | undefined;
-  private nextRunAt = Number.POSITIVE_INFINITY;
-  /** Later known run times (epoch ms, ascending) that wait for the earlier one's timer. */
-  private laterRuns: number[] = [];
+  /** Known future run times (epoch ms, ascending); `nextRunTimer` waits for the first. */
+  private runTimes: number[] = [];
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private maintenanceTimer: NodeJS.Timeout | undefined;
   private claimBackoff = 0;
@@ -298,7 +297,7 @@ export class Worker {
     this.state = "stopping";
     clearTimeout(this.pollTimer);
     clearTimeout(this.nextRunTimer);
-    this.laterRuns = [];
+    this.runTimes = [];
     clearTimeout(this.cooldownTimer);
     clearTimeout(this.maintenanceTimer);
     clearTimeout(this.watchTimer);
@@ -533,32 +532,23 @@ export class Worker {
   /** A timer to the earliest known future run_at (scheduled jobs, our own retries). */
   private scheduleNextRun(delayMs: number): void {
     const at = Date.now() + delayMs;
-    if (at === this.nextRunAt) return;
-    if (at > this.nextRunAt) {
-      // Kept for when the earlier timer fires; a few dozen are plenty, the poll covers the rest.
-      if (!this.laterRuns.includes(at) && this.laterRuns.length < MAX_LATER_RUNS) {
-        this.laterRuns.push(at);
-        this.laterRuns.sort((a, b) => a - b);
-      }
-      return;
-    }
-    if (Number.isFinite(this.nextRunAt)) {
-      this.laterRuns.unshift(this.nextRunAt);
-      if (this.laterRuns.length > MAX_LATER_RUNS) this.laterRuns.pop();
-    }
-    this.armNextRun(at);
+    if (this.runTimes.includes(at)) return;
+    this.runTimes.push(at);
+    this.runTimes.sort((x, y) => x - y);
+    if (this.runTimes.length > MAX_RUN_TIMES) this.runTimes.pop();
+    if (this.runTimes[0] === at) this.armNextRun();
   }
 
-  private armNextRun(at: number): void {
+  /** Sets the timer to the first known run time; when it fires, claims and moves to the next. */
+  private armNextRun(): void {
     clearTimeout(this.nextRunTimer);
-    this.nextRunAt = at;
+    const at = this.runTimes[0];
+    if (at === undefined) return;
     this.nextRunTimer = setTimeout(
       () => {
-        this.nextRunAt = Number.POSITIVE_INFINITY;
         const now = Date.now();
-        while (this.laterRuns.length > 0 && this.laterRuns[0]! <= now) this.laterRuns.shift();
-        const next = this.laterRuns.shift();
-        if (next !== undefined) this.armNextRun(next);
+        while (this.runTimes.length > 0 && this.runTimes[0]! <= now) this.runTimes.shift();
+        this.armNextRun();
         this.wake();
       },
       Math.max(0, at - Date.now()) + 1,

@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { DEFAULT_QUEUE, type NewJob } from "../../jobs/enqueue.ts";
+import { compareLockOrder, DEFAULT_QUEUE, lockOrderKey, type NewJob } from "../../jobs/enqueue.ts";
 import { listJobs } from "../../jobs/list.ts";
 import { TERMINAL_STATUSES } from "../../jobs/types.ts";
 import type { ApiDeps } from "../context.ts";
@@ -118,14 +118,14 @@ export function jobRoutes(deps: ApiDeps): Hono<ApiEnv> {
     }
     const body = parseOr400(SubmitBatchSchema, raw, "batch");
     const requestId = c.get("requestId");
-    const prepared: Array<{ job: NewJob; queue: string; index: number }> = [];
+    const prepared: Array<{ job: NewJob; lockOrder: string; index: number }> = [];
     const problems: Array<{ index: number; code: string; message: string; details?: unknown }> = [];
     body.jobs.forEach((item, index) => {
       try {
         const job = toNewJob(item, requestId);
         // Validates a known task's payload and resolves its queue from the task's defaults.
         const queue = pgwake.prepare(job).queue ?? DEFAULT_QUEUE;
-        prepared.push({ job, queue, index });
+        prepared.push({ job, lockOrder: lockOrderKey(queue, job.idempotencyKey), index });
       } catch (error) {
         const apiError = toApiError(error);
         if (apiError.status >= 500) throw error;
@@ -153,7 +153,7 @@ export function jobRoutes(deps: ApiDeps): Hono<ApiEnv> {
       );
     }
     // (queue, key) order: concurrent batches sharing keys then lock them in the same order.
-    const ordered = [...prepared].sort((a, b) => compareKeys(a, b));
+    const ordered = [...prepared].sort(compareLockOrder);
     const results = await pgwake.enqueueMany(ordered.map((p) => p.job));
     const items = new Array<{ job: ReturnType<typeof jobJson>; duplicate: boolean }>(
       ordered.length,
@@ -268,10 +268,4 @@ function idempotencyHeader(value: string | undefined): string | undefined {
       details: [issue],
     });
   return value;
-}
-
-function compareKeys(a: { job: NewJob; queue: string }, b: { job: NewJob; queue: string }): number {
-  const ka = a.job.idempotencyKey === undefined ? "" : `${a.queue}\u0000${a.job.idempotencyKey}`;
-  const kb = b.job.idempotencyKey === undefined ? "" : `${b.queue}\u0000${b.job.idempotencyKey}`;
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
 }
