@@ -15,20 +15,40 @@ import {
 } from "./jobs/control.ts";
 import { type EnqueuedJob, insertJobs, type NewJob } from "./jobs/enqueue.ts";
 import { jobTimeline, type TimelinePage } from "./jobs/events.ts";
+import { type JobListPage, type ListJobsFilter, listJobs } from "./jobs/list.ts";
+import { type QueueStats, queueStats } from "./jobs/queueStats.ts";
 import { findUnstorable } from "./jobs/storable.ts";
 import type { Job } from "./jobs/types.ts";
 import { type Logger, silentLogger } from "./logger.ts";
-import { type AnyTaskDefinition, TaskRegistry } from "./tasks.ts";
+import type { UnknownTaskPolicy } from "./settings.ts";
+import {
+  type AnyTaskDefinition,
+  type AnyTaskReference,
+  type KnownTask,
+  type TaskPayload,
+  type TaskPayloads,
+  TaskRegistry,
+} from "./tasks.ts";
 import { Worker, type WorkerOptions } from "./worker/worker.ts";
 
-export interface PgwakeOptions {
+export interface PgwakeOptions<Tasks extends readonly KnownTask[] = readonly KnownTask[]> {
   /** Postgres to use; or give `pool`. */
   connectionString?: string;
   pool?: pg.Pool;
   /** Schema holding pgwake's tables (default `pgwake`). */
   schema?: string;
-  /** Known tasks: payloads are validated and task defaults applied at enqueue. */
-  tasks?: TaskRegistry | readonly AnyTaskDefinition[];
+  /**
+   * The tasks this process knows: definitions (run by its workers) and references to tasks run
+   * elsewhere (`defineTaskReference`). Given as a list, `enqueue` is typed by them; at enqueue
+   * payloads are validated, task defaults applied, and other task names refused.
+   */
+  tasks?: Tasks | TaskRegistry;
+  /**
+   * A task name that none of `tasks` defines: `refuse` (default) throws UNKNOWN_TASK, `warn`
+   * logs once per name and enqueues it. Without any `tasks` every name is accepted: the process
+   * cannot know which exist.
+   */
+  unknownTasks?: UnknownTaskPolicy;
   logger?: Logger;
 }
 
@@ -37,16 +57,56 @@ export interface EnqueueOptions extends Omit<NewJob, "task" | "payload"> {
   client?: Queryable;
 }
 
+/** Task name → submitted payload of a `Pgwake`. */
+// biome-ignore lint/suspicious/noExplicitAny: matches a Pgwake of any task list
+export type PayloadsOf<P> = P extends Pgwake<infer Tasks> ? TaskPayloads<Tasks> : any;
+
+type Names<Tasks extends readonly KnownTask[]> = keyof TaskPayloads<Tasks> & string;
+type InputOf<Tasks extends readonly KnownTask[], Name> = Name extends keyof TaskPayloads<Tasks>
+  ? TaskPayloads<Tasks>[Name]
+  : unknown;
+type OutputOf<Tasks extends readonly KnownTask[], Name> = string extends Tasks[number]["name"]
+  ? unknown
+  : TaskPayload<Extract<Tasks[number], { name: Name }>>;
+
+/** `{}`: what an absent payload becomes. */
+type EmptyPayload = Record<never, never>;
+
+/** The payload may be left out when `{}` is a valid one. */
+type PayloadArgs<Input> = EmptyPayload extends Input
+  ? [payload?: Input, options?: EnqueueOptions]
+  : [payload: Input, options?: EnqueueOptions];
+
+/** One job of `enqueueMany`, typed by its task. */
+export type NewJobOf<Tasks extends readonly KnownTask[]> = string extends Tasks[number]["name"]
+  ? NewJob
+  : {
+      [Name in Names<Tasks>]: Omit<NewJob, "task" | "payload"> & {
+        task: Name;
+      } & (EmptyPayload extends InputOf<Tasks, Name>
+          ? { payload?: InputOf<Tasks, Name> }
+          : { payload: InputOf<Tasks, Name> });
+    }[Names<Tasks>];
+
 const QUEUE_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /**
  * The producer side and the admin side of pgwake, over one pool: enqueue (alone, in bulk, or in
  * your transaction), read jobs and their timelines, cancel, retry, pause. `worker()` makes a
  * worker sharing the same settings.
+ *
+ * Given its tasks as a list (`new Pgwake({ tasks: [sendEmail, resize] })`), `enqueue` and
+ * `enqueueMany` accept only those task names, each with its own payload type; `untyped()` is the
+ * same client for names known only at run time.
  */
-export class Pgwake {
+export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTask[]> {
   readonly schema: string;
+  /** The tasks this process defines (and its workers run). */
   readonly tasks: TaskRegistry;
+  /** Tasks run elsewhere that this process may submit. */
+  private readonly references = new Map<string, AnyTaskReference>();
+  private readonly unknownTasks: UnknownTaskPolicy;
+  private readonly warnedUnknown = new Set<string>();
   readonly pool: pg.Pool;
   private readonly sql: SchemaSql;
   private readonly connectionString: string | undefined;
@@ -62,14 +122,28 @@ export class Pgwake {
     { maxInFlight: 2, maxBatch: 500 },
   );
 
-  constructor(options: PgwakeOptions) {
+  constructor(options: PgwakeOptions<Tasks>) {
     if (!options.pool && !options.connectionString) {
       throw new PgwakeError("INVALID_OPTIONS", "give a connectionString or a pool");
     }
     this.schema = options.schema ?? "pgwake";
     this.sql = new SchemaSql(this.schema);
-    this.tasks =
-      options.tasks instanceof TaskRegistry ? options.tasks : new TaskRegistry(options.tasks ?? []);
+    if (options.tasks instanceof TaskRegistry) {
+      this.tasks = options.tasks;
+    } else {
+      const known: readonly KnownTask[] = options.tasks ?? [];
+      this.tasks = new TaskRegistry(
+        known.filter((task): task is AnyTaskDefinition => typeof task.handler === "function"),
+      );
+      for (const reference of known) {
+        if (typeof reference.handler === "function") continue;
+        if (this.tasks.has(reference.name) || this.references.has(reference.name)) {
+          throw new PgwakeError("INVALID_OPTIONS", `task "${reference.name}" is defined twice`);
+        }
+        this.references.set(reference.name, reference);
+      }
+    }
+    this.unknownTasks = options.unknownTasks ?? "refuse";
     this.connectionString = options.connectionString;
     this.logger = options.logger ?? silentLogger;
     this.ownsPool = !options.pool;
@@ -96,11 +170,10 @@ export class Pgwake {
    * each still resolves only after its own row is committed, and a job the database refuses
    * fails alone.
    */
-  async enqueue<Payload = unknown>(
-    task: string,
-    payload?: Payload,
-    options: EnqueueOptions = {},
-  ): Promise<EnqueuedJob<Payload>> {
+  async enqueue<Name extends Names<Tasks>>(
+    task: Name,
+    ...[payload, options = {}]: PayloadArgs<InputOf<Tasks, Name>>
+  ): Promise<EnqueuedJob<OutputOf<Tasks, Name>>> {
     const { client, ...rest } = options;
     if (this.closed && !client) {
       throw new PgwakeError("DATABASE_UNAVAILABLE", "this Pgwake client is closed");
@@ -109,19 +182,40 @@ export class Pgwake {
     const result = client
       ? (await insertJobs(client, this.sql, [job]))[0]!
       : await this.submissions.submit(job);
-    return result as EnqueuedJob<Payload>;
+    return result as EnqueuedJob<OutputOf<Tasks, Name>>;
   }
 
   /** Adds many jobs in one statement; all or none are inserted. Results are in input order. */
   async enqueueMany(
-    jobs: readonly NewJob[],
+    jobs: readonly NewJobOf<Tasks>[],
     options: { client?: Queryable } = {},
   ): Promise<EnqueuedJob[]> {
-    const prepared = jobs.map((job) => this.prepare(job));
+    const prepared = jobs.map((job) => this.prepare(job as NewJob));
     return insertJobs(options.client ?? this.pool, this.sql, prepared);
   }
 
-  /** Validates a job against what the library knows and fills in task defaults. */
+  /**
+   * This client with `enqueue` typed loosely (any task name, any payload): for names known only
+   * at run time. Names are still checked against the known tasks when the job is prepared.
+   */
+  untyped(): Pgwake {
+    return this as unknown as Pgwake;
+  }
+
+  /** Whether this process defines the task, or knows it as a task run elsewhere. */
+  knowsTask(name: string): boolean {
+    return this.tasks.has(name) || this.references.has(name);
+  }
+
+  /** Every task name this process knows (its own and references), sorted. */
+  knownTaskNames(): string[] {
+    return [...this.tasks.names(), ...this.references.keys()].sort();
+  }
+
+  /**
+   * Validates a job against what the library knows and fills in task defaults. A task name none
+   * of the known tasks has is refused with UNKNOWN_TASK (or warned about: `unknownTasks`).
+   */
   prepare(job: NewJob): NewJob {
     const queue = job.queue;
     if (queue !== undefined && !QUEUE_NAME.test(queue)) {
@@ -137,14 +231,17 @@ export class Pgwake {
         details: [unstorable],
       });
     }
-    const definition = this.tasks.get(job.task);
+    const definition = this.tasks.get(job.task) ?? this.references.get(job.task);
     if (!definition) {
       if (!job.task || job.task.length > 128) {
         throw new PgwakeError("INVALID_OPTIONS", "task must be a name of 1 to 128 characters");
       }
+      this.checkUnknownTask(job.task);
       return job;
     }
-    const payload = this.tasks.parsePayload(job.task, job.payload ?? {});
+    const payload = this.tasks.has(job.task)
+      ? this.tasks.parsePayload(job.task, job.payload ?? {})
+      : parseWith(job.task, definition.schema, job.payload ?? {});
     return {
       ...job,
       payload,
@@ -153,6 +250,26 @@ export class Pgwake {
       maxAttempts: job.maxAttempts ?? definition.maxAttempts,
       timeoutMs: job.timeoutMs ?? definition.timeoutMs,
     };
+  }
+
+  /** A task name nothing here defines: refused, or accepted with a warning (once per name). */
+  private checkUnknownTask(task: string): void {
+    if (this.tasks.size === 0 && this.references.size === 0) return;
+    if (this.unknownTasks === "refuse") {
+      const known = this.knownTaskNames();
+      throw new PgwakeError(
+        "UNKNOWN_TASK",
+        `unknown task ${JSON.stringify(task)}: this process knows ${known.map((n) => JSON.stringify(n)).join(", ")}`,
+        { details: { task, knownTasks: known } },
+      );
+    }
+    if (!this.warnedUnknown.has(task) && this.warnedUnknown.size < 1_000) {
+      this.warnedUnknown.add(task);
+      this.logger.warn(
+        { task, knownTasks: this.knownTaskNames() },
+        "enqueued a task this process does not define: a worker elsewhere must run it",
+      );
+    }
   }
 
   getJob(id: number): Promise<Job | null> {
@@ -174,6 +291,16 @@ export class Pgwake {
 
   retry(ids: readonly number[]): Promise<Job[]> {
     return retryJobs(this.pool, this.sql, ids);
+  }
+
+  /** One page of jobs, newest first, filtered by queue, statuses and task. */
+  listJobs(filter: Partial<ListJobsFilter> = {}): Promise<JobListPage> {
+    return listJobs(this.pool, this.sql, { ...filter, limit: filter.limit ?? 50 });
+  }
+
+  /** Per queue: counts by status, the oldest ready job's age, the pause flag, its workers. */
+  queueStats(): Promise<QueueStats[]> {
+    return queueStats(this.pool, this.sql);
   }
 
   pauseQueue(queue: string): Promise<QueueSettings> {
@@ -208,4 +335,18 @@ export class Pgwake {
     await this.submissions.drain();
     if (this.ownsPool) await this.pool.end();
   }
+}
+
+/** Parses a payload with a task reference's schema (INVALID_PAYLOAD with the issues). */
+function parseWith(task: string, schema: AnyTaskReference["schema"], payload: unknown): unknown {
+  if (!schema) return payload;
+  const parsed = schema.safeParse(payload);
+  if (parsed.success) return parsed.data;
+  throw new PgwakeError("INVALID_PAYLOAD", `invalid payload for task "${task}"`, {
+    details: parsed.error.issues.map((issue) => ({
+      path: issue.path.map(String).join("."),
+      message: issue.message,
+      code: issue.code,
+    })),
+  });
 }

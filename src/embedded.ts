@@ -19,10 +19,13 @@ import type { Logger } from "./logger.ts";
 /** Why the embedded Postgres could not be used, in words a newcomer can act on. */
 export class EmbeddedPostgresError extends Error {
   readonly code = "EMBEDDED_POSTGRES";
+  /** 2 when nothing was started and a setting (or where pgwake runs) must change; else 1. */
+  readonly exitCode: 1 | 2;
 
-  constructor(message: string, options: { cause?: unknown } = {}) {
-    super(message, options);
+  constructor(message: string, options: { cause?: unknown; exitCode?: 1 | 2 } = {}) {
+    super(message, { cause: options.cause });
     this.name = "EmbeddedPostgresError";
+    this.exitCode = options.exitCode ?? 1;
   }
 }
 

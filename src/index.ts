@@ -7,7 +7,13 @@
  * await pgwake.enqueue("send-email", { to: "a@example.com" });
  * await pgwake.worker({ concurrency: 8 }).start();
  */
-export { type EnqueueOptions, Pgwake, type PgwakeOptions } from "./client.ts";
+export {
+  type EnqueueOptions,
+  type NewJobOf,
+  type PayloadsOf,
+  Pgwake,
+  type PgwakeOptions,
+} from "./client.ts";
 export { migrate, schemaState } from "./db/migrate.ts";
 export { createPool } from "./db/pool.ts";
 export { isTransientError } from "./db/transient.ts";
@@ -22,14 +28,25 @@ export { type BackoffOptions, DEFAULT_BACKOFF, retryDelayMs } from "./jobs/backo
 export type { CancelledJob, QueueSettings } from "./jobs/control.ts";
 export type { EnqueuedJob, NewJob } from "./jobs/enqueue.ts";
 export type { JobEvent, JobEventKind, TimelinePage } from "./jobs/events.ts";
+export type { JobListPage, ListJobsFilter } from "./jobs/list.ts";
+export type { QueueStats, QueueWorker } from "./jobs/queueStats.ts";
 export type { MaintenanceResult } from "./jobs/reaper.ts";
 export { JOB_STATUSES, type Job, type JobStatus, TERMINAL_STATUSES } from "./jobs/types.ts";
 export { createLogger, type Logger } from "./logger.ts";
+export { SETTING_DEFAULTS, type UnknownTaskPolicy } from "./settings.ts";
 export {
   type AnyTaskDefinition,
+  type AnyTaskReference,
   defineTask,
+  defineTaskReference,
   type JobContext,
+  type KnownTask,
   type TaskDefinition,
+  type TaskHandler,
+  type TaskInput,
+  type TaskPayload,
+  type TaskPayloads,
+  type TaskReference,
   TaskRegistry,
 } from "./tasks.ts";
 export { Worker, type WorkerOptions } from "./worker/worker.ts";

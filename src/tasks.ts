@@ -21,11 +21,16 @@ export interface JobContext {
 
 export type TaskHandler<Payload> = (payload: Payload, ctx: JobContext) => unknown;
 
-/** A task: a name, how to check its payload, how to run it and its defaults. */
-export interface TaskDefinition<Payload = unknown> {
-  name: string;
+/**
+ * A task: a name, how to check its payload, how to run it and its defaults. `Payload` is what
+ * the handler gets (the schema's output), `Input` what a submitter sends (the schema's input:
+ * fields with defaults may be left out) and `Name` the task's name, kept as a literal type so
+ * that `Pgwake` can type `enqueue` by task.
+ */
+export interface TaskDefinition<Payload = unknown, Name extends string = string, Input = Payload> {
+  name: Name;
   /** Checks payloads at enqueue (when the task is known there) and again before each run. */
-  schema?: z.ZodType<Payload>;
+  schema?: z.ZodType<Payload, Input>;
   handler: TaskHandler<Payload>;
   /** Defaults applied at enqueue when the caller gives none. */
   queue?: string;
@@ -34,17 +39,85 @@ export interface TaskDefinition<Payload = unknown> {
   timeoutMs?: number;
   backoff?: Partial<BackoffOptions>;
   /** An example payload, shown in the API documentation. */
-  example?: Payload;
+  example?: Input;
 }
 
 /** A task of any payload type (handlers are contravariant in their payload). */
 // biome-ignore lint/suspicious/noExplicitAny: the registry holds tasks of every payload type
-export type AnyTaskDefinition = TaskDefinition<any>;
+export type AnyTaskDefinition = TaskDefinition<any, string, any>;
 
-/** Declares a task with a typed payload. */
-export function defineTask<Payload>(definition: TaskDefinition<Payload>): TaskDefinition<Payload> {
+/**
+ * Declares a task; its name and payload types are inferred (from the schema, else from the
+ * handler's parameter), so a `Pgwake` given it types `enqueue("its-name", payload)`.
+ */
+export function defineTask<const Name extends string, Schema extends z.ZodType>(
+  definition: TaskDefinition<z.output<Schema>, Name, z.input<Schema>> & { schema: Schema },
+): TaskDefinition<z.output<Schema>, Name, z.input<Schema>>;
+export function defineTask<Payload, const Name extends string = string>(
+  definition: TaskDefinition<Payload, Name>,
+): TaskDefinition<Payload, Name>;
+export function defineTask(definition: AnyTaskDefinition): AnyTaskDefinition {
   return definition;
 }
+
+/**
+ * A task that another process runs: what a producer needs to submit it (its name, optionally its
+ * schema and defaults), without a handler. Listed in `Pgwake`'s `tasks`, it is typed and known
+ * like a local task; a worker never claims it.
+ */
+export interface TaskReference<Payload = unknown, Name extends string = string, Input = Payload> {
+  name: Name;
+  schema?: z.ZodType<Payload, Input>;
+  queue?: string;
+  priority?: number;
+  maxAttempts?: number;
+  timeoutMs?: number;
+  handler?: undefined;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: references of every payload type
+export type AnyTaskReference = TaskReference<any, string, any>;
+
+/**
+ * Declares a task run elsewhere. With a schema its payload type is inferred; without one, name
+ * the types: `defineTaskReference<{ invoiceId: number }, "billing.invoice">({ name: "billing.invoice" })`.
+ */
+export function defineTaskReference<const Name extends string, Schema extends z.ZodType>(
+  reference: TaskReference<z.output<Schema>, Name, z.input<Schema>> & { schema: Schema },
+): TaskReference<z.output<Schema>, Name, z.input<Schema>>;
+export function defineTaskReference<Payload = unknown, const Name extends string = string>(
+  reference: TaskReference<Payload, Name>,
+): TaskReference<Payload, Name>;
+export function defineTaskReference(reference: AnyTaskReference): AnyTaskReference {
+  return reference;
+}
+
+/** What `Pgwake`'s `tasks` option takes: local tasks and references to tasks run elsewhere. */
+export type KnownTask = AnyTaskDefinition | AnyTaskReference;
+
+/** The payload a submitter sends for a task (its schema's input). */
+export type TaskInput<T> =
+  T extends TaskDefinition<infer _P, infer _N, infer I>
+    ? I
+    : T extends TaskReference<infer _P, infer _N, infer I>
+      ? I
+      : unknown;
+
+/** The payload a task's handler gets (its schema's output). */
+export type TaskPayload<T> =
+  T extends TaskDefinition<infer P, infer _N, infer _I>
+    ? P
+    : T extends TaskReference<infer P, infer _N, infer _I>
+      ? P
+      : unknown;
+
+/**
+ * Task name → submitted payload, for a list of tasks; `Record<string, unknown>` when the names
+ * are not known at compile time (a list typed `AnyTaskDefinition[]`, a `TaskRegistry`).
+ */
+export type TaskPayloads<Tasks extends readonly KnownTask[]> = string extends Tasks[number]["name"]
+  ? Record<string, unknown>
+  : { [T in Tasks[number] as T["name"]]: TaskInput<T> };
 
 const TASK_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
 

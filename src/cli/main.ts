@@ -3,26 +3,45 @@ import { type Config, ConfigError, loadConfig, redactConfig } from "../config.ts
 import { EmbeddedPostgresError } from "../embedded.ts";
 import { PgwakeError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
-import { COMMANDS, type CommandName, commandHelp, parseCommand, topLevelHelp } from "./args.ts";
+import {
+  type CommandSpec,
+  commandHelp,
+  findCommand,
+  GroupHelp,
+  groupHelp,
+  parseCommand,
+  topLevelHelp,
+} from "./args.ts";
 import { api } from "./commands/api.ts";
 import { enqueue } from "./commands/enqueue.ts";
+import { jobsCancel, jobsGet, jobsList, jobsRetry } from "./commands/jobs.ts";
 import { migrate } from "./commands/migrate.ts";
+import { queuesList, queuesPause, queuesResume } from "./commands/queues.ts";
 import type { CommandContext } from "./commands/shared.ts";
 import { start } from "./commands/start.ts";
+import { stats } from "./commands/stats.ts";
 import { worker } from "./commands/worker.ts";
 import { CommandError, EXIT, UsageError } from "./errors.ts";
 import { Lifecycle, StopRequested } from "./lifecycle.ts";
 import { createCliLogger, flushLogger } from "./logging.ts";
 
-const RUNNERS: Record<CommandName, (ctx: CommandContext) => Promise<number>> = {
+const RUNNERS: Record<string, (ctx: CommandContext) => Promise<number>> = {
   start,
   api,
   worker,
   migrate,
   enqueue,
+  "jobs list": jobsList,
+  "jobs get": jobsGet,
+  "jobs retry": jobsRetry,
+  "jobs cancel": jobsCancel,
+  "queues list": queuesList,
+  "queues pause": queuesPause,
+  "queues resume": queuesResume,
+  stats,
 };
 /** Commands that run until a signal: a signal is their normal, clean end. */
-const LONG_RUNNING = new Set<CommandName>(["start", "api", "worker"]);
+const LONG_RUNNING = new Set(["start", "api", "worker"]);
 
 /** The pgwake version, from package.json. */
 export function version(): string {
@@ -35,7 +54,7 @@ export function version(): string {
  * 1 failed, 2 bad command line or configuration.
  */
 export async function run(argv: string[]): Promise<number> {
-  const [name, ...args] = argv;
+  const [name] = argv;
   if (name === undefined || name === "-h" || name === "--help" || name === "help") {
     const out = name === undefined ? process.stderr : process.stdout;
     out.write(topLevelHelp(version()));
@@ -45,15 +64,19 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`${version()}\n`);
     return EXIT.ok;
   }
-  if (!Object.hasOwn(COMMANDS, name)) {
-    return usageFailure(
-      "pgwake",
-      `unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(", ")})`,
-    );
+  let found: { spec: CommandSpec; args: string[] };
+  try {
+    found = findCommand(argv);
+  } catch (error) {
+    if (error instanceof GroupHelp) {
+      process.stdout.write(groupHelp(error.group));
+      return EXIT.ok;
+    }
+    if (error instanceof UsageError) return usageFailure("pgwake", error.message);
+    throw error;
   }
-  const command = name as CommandName;
-  const spec = COMMANDS[command];
-
+  const { spec, args } = found;
+  const command = spec.id;
   let parsed: ReturnType<typeof parseCommand>;
   let config: Config;
   try {
@@ -70,17 +93,19 @@ export async function run(argv: string[]): Promise<number> {
     throw error;
   }
 
-  const logger = createCliLogger(config, { toStderr: command === "enqueue" });
+  // Services (and migrate) log on stdout; commands that print a result keep stdout for it.
+  const logsOnStdout = LONG_RUNNING.has(command) || command === "migrate";
+  const logger = createCliLogger(config, { toStderr: !logsOnStdout });
   const lifecycle = new Lifecycle(logger);
   lifecycle.installSignalHandlers();
-  logger[command === "enqueue" ? "debug" : "info"](
+  logger[logsOnStdout ? "info" : "debug"](
     { command, version: version(), pid: process.pid, config: redactConfig(config) },
     `pgwake ${command}: effective configuration`,
   );
 
   let code: number;
   try {
-    code = await RUNNERS[command]({
+    code = await RUNNERS[command]!({
       config,
       logger,
       lifecycle,
@@ -106,7 +131,7 @@ function usageFailure(prefix: string, message: string): number {
 }
 
 /** Logs why a command failed and picks its exit code. */
-function reportFailure(command: CommandName, error: unknown, logger: Logger): number {
+function reportFailure(command: string, error: unknown, logger: Logger): number {
   if (error instanceof StopRequested) {
     logger.info("stopped while starting");
     return LONG_RUNNING.has(command) ? EXIT.ok : EXIT.failure;
@@ -119,6 +144,11 @@ function reportFailure(command: CommandName, error: unknown, logger: Logger): nu
     error instanceof EmbeddedPostgresError ||
     error instanceof PgwakeError;
   const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof EmbeddedPostgresError && error.exitCode === EXIT.usage) {
+    // Nothing started: a setting (or the place pgwake runs from) has to change first.
+    logger.fatal({ code: error.code }, message);
+    return usageFailure(`pgwake ${command}`, message);
+  }
   // Known failures are explained by their message; anything else gets its stack in the log.
   logger.fatal(known ? { code: (error as { code?: string }).code } : { err: error }, message);
   process.stderr.write(`pgwake ${command}: ${message}\n`);

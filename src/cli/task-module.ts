@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { pathToFileURL } from "node:url";
-import { BUILTIN_TASKS } from "../builtin/index.ts";
+import { builtinTasksOf } from "../builtin/index.ts";
 import type { Config } from "../config.ts";
 import { PgwakeError } from "../errors.ts";
 import { type AnyTaskDefinition, TaskRegistry } from "../tasks.ts";
@@ -44,16 +44,19 @@ export async function loadTaskModule(path: string): Promise<AnyTaskDefinition[]>
   return [...found];
 }
 
-/** The built-in tasks (unless turned off) and the configured module's tasks. */
+/** The built-in tasks turned on and the configured module's tasks. */
 export async function buildRegistry(
   config: Pick<Config, "builtinTasks" | "tasks">,
 ): Promise<TaskRegistry> {
-  const registry = new TaskRegistry(config.builtinTasks ? BUILTIN_TASKS : []);
+  const registry = new TaskRegistry(builtinTasksOf(config.builtinTasks));
   const own = config.tasks ? await loadTaskModule(config.tasks) : [];
   try {
     for (const task of own) registry.add(task);
   } catch (error) {
-    const hint = config.builtinTasks ? " (a built-in has that name? PGWAKE_BUILTIN_TASKS=off)" : "";
+    const hint =
+      config.builtinTasks.length > 0
+        ? " (a built-in has that name? PGWAKE_BUILTIN_TASKS=none leaves them out)"
+        : "";
     if (error instanceof PgwakeError) throw new UsageError(`${error.message}${hint}`);
     throw error;
   }

@@ -1,80 +1,19 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runningServer } from "../../src/embedded.ts";
+import { finished, killAll, pgwake, type Run } from "../fixtures/cli/spawn.ts";
 import { databaseUrl } from "../helpers/db.ts";
 import { freePort } from "../helpers/postgres.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 // These tests run the real `pgwake` command (bin/pgwake.js) as child processes.
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const BIN = join(ROOT, "bin/pgwake.js");
-
-interface Run {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  /** JSON log lines written so far (stdout for services, stderr for enqueue). */
-  logs: (stream?: "stdout" | "stderr") => Record<string, unknown>[];
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/** The environment of a child: nothing pgwake-related leaks in from the test runner. */
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (key.startsWith("PGWAKE_") || key === "DATABASE_URL" || key === "PORT") continue;
-    env[key] = value;
-  }
-  return { ...env, PGWAKE_LOG_FORMAT: "json", ...extra };
-}
-
-function pgwake(args: string[], env: Record<string, string> = {}): Run {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    cwd: ROOT,
-    env: cleanEnv(env),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let err = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-    out += chunk;
-  });
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
-    err += chunk;
-  });
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("close", (code, signal) => resolve({ code, signal })),
-  );
-  const logs = (stream: "stdout" | "stderr" = "stdout") =>
-    (stream === "stdout" ? out : err)
-      .split("\n")
-      .filter((line) => line.startsWith("{"))
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
-  running.add(child);
-  void exit.then(() => running.delete(child));
-  return { child, stdout: () => out, stderr: () => err, logs, exit };
-}
-
-const running = new Set<ChildProcess>();
-afterAll(() => {
-  // A failed test must not leave a pgwake (and its embedded Postgres) behind.
-  for (const child of running) child.kill("SIGKILL");
-});
-
-async function finished(run: Run, timeoutMs = 60_000) {
-  const timer = setTimeout(() => run.child.kill("SIGKILL"), timeoutMs);
-  const result = await run.exit;
-  clearTimeout(timer);
-  return result;
-}
+afterAll(killAll);
 
 const uniqueSchema = (name: string) => `t_cli_${name}_${randomBytes(3).toString("hex")}`;
 
@@ -82,7 +21,16 @@ describe("pgwake --help and bad input", () => {
   it("prints the commands", async () => {
     const run = pgwake(["--help"]);
     expect((await finished(run)).code).toBe(0);
-    for (const command of ["start", "api", "worker", "migrate", "enqueue"]) {
+    for (const command of [
+      "start",
+      "api",
+      "worker",
+      "migrate",
+      "enqueue",
+      "jobs",
+      "queues",
+      "stats",
+    ]) {
       expect(run.stdout()).toMatch(new RegExp(`^  ${command} `, "m"));
     }
   });
@@ -91,7 +39,7 @@ describe("pgwake --help and bad input", () => {
     const run = pgwake(["start", "--help"]);
     expect((await finished(run)).code).toBe(0);
     expect(run.stdout()).toContain("Usage: pgwake start");
-    expect(run.stdout()).toMatch(/--concurrency <value>[\s\S]*PGWAKE_CONCURRENCY, default 16/);
+    expect(run.stdout()).toMatch(/--concurrency <n>[\s\S]*PGWAKE_CONCURRENCY, default 16/);
     const enqueue = pgwake(["enqueue", "-h"]);
     expect((await finished(enqueue)).code).toBe(0);
     expect(enqueue.stdout()).toContain("--idempotency-key <key>");
@@ -213,17 +161,30 @@ describe("pgwake against DATABASE_URL", () => {
       message: "the worker to start",
     });
     const started = worker.logs().find((l) => l.msg === "worker started")!;
-    expect(started.tasks).toEqual(
-      expect.arrayContaining(["fixture.shout", "demo.echo", "http.request"]),
-    );
+    expect(started.tasks).toEqual(expect.arrayContaining(["fixture.shout", "demo.echo"]));
+    // http.request calls any URL it is given: off unless PGWAKE_BUILTIN_TASKS asks for it.
+    expect(started.tasks).not.toContain("http.request");
 
     const enqueue = pgwake(
-      ["enqueue", "fixture.shout", '{"text":"hello"}', "--queue", "other", "--priority=-5"],
+      [
+        "enqueue",
+        "fixture.shout",
+        '{"text":"hello"}',
+        "--queue",
+        "other",
+        "--priority=-5",
+        "--tasks",
+        "test/fixtures/cli/tasks.ts",
+      ],
       env,
     );
     expect((await finished(enqueue)).code).toBe(0);
-    const printed = JSON.parse(enqueue.stdout()) as { id: number; queue: string; priority: number };
+    const { job: printed, duplicate } = JSON.parse(enqueue.stdout()) as {
+      job: { id: number; queue: string; priority: number };
+      duplicate: boolean;
+    };
     expect(printed).toMatchObject({ queue: "other", priority: -5, status: "pending" });
+    expect(duplicate).toBe(false);
 
     const job = await waitFor(
       async () => {
@@ -257,6 +218,63 @@ describe("pgwake against DATABASE_URL", () => {
   });
 });
 
+describe("pgwake enqueue: unknown tasks and duplicates", () => {
+  let pool: pg.Pool;
+  let env: Record<string, string>;
+  let schema: string;
+  beforeAll(async () => {
+    pool = new pg.Pool({ connectionString: databaseUrl(), max: 2 });
+    schema = uniqueSchema("enqueue");
+    env = { DATABASE_URL: databaseUrl(), PGWAKE_SCHEMA: schema };
+    expect((await finished(pgwake(["migrate"], env))).code).toBe(0);
+  });
+  afterAll(async () => {
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pool.end();
+  });
+  const count = async () =>
+    (await pool.query(`SELECT count(*)::int AS n FROM "${schema}".jobs`)).rows[0].n as number;
+
+  it("refuses a task this process does not define, exit 2, and adds no job", async () => {
+    const run = pgwake(["enqueue", "nosuch.task", "{}"], env);
+    expect((await finished(run)).code).toBe(2);
+    expect(run.stderr()).toContain('unknown task "nosuch.task"');
+    expect(run.stderr()).toContain("demo.echo");
+    expect(run.stderr()).toContain("--tasks");
+    expect(run.stdout()).toBe("");
+    expect(await count()).toBe(0);
+  });
+
+  it("accepts it with PGWAKE_UNKNOWN_TASKS=warn, with a warning", async () => {
+    const run = pgwake(["enqueue", "elsewhere.task", "{}"], {
+      ...env,
+      PGWAKE_UNKNOWN_TASKS: "warn",
+    });
+    expect((await finished(run)).code).toBe(0);
+    expect((JSON.parse(run.stdout()) as { job: { task: string } }).job.task).toBe("elsewhere.task");
+    const warning = run.logs("stderr").find((l) => l.task === "elsewhere.task");
+    expect(warning?.level).toBe(40);
+  });
+
+  it("flags a duplicate idempotency key in its JSON output", async () => {
+    const args = ["enqueue", "demo.echo", '{"n":1}', "--idempotency-key", "order-7"];
+    const first = pgwake(args, env);
+    expect((await finished(first)).code).toBe(0);
+    const second = pgwake(args, env);
+    expect((await finished(second)).code).toBe(0);
+    const a = JSON.parse(first.stdout()) as { job: { id: number }; duplicate: boolean };
+    const b = JSON.parse(second.stdout()) as { job: { id: number }; duplicate: boolean };
+    expect(a.duplicate).toBe(false);
+    expect(b).toMatchObject({ duplicate: true, job: { id: a.job.id } });
+  });
+
+  it("knows no task with --no-builtin-tasks and no --tasks: any name is accepted", async () => {
+    const run = pgwake(["enqueue", "anything.goes", "--no-builtin-tasks"], env);
+    expect((await finished(run)).code).toBe(0);
+    expect((JSON.parse(run.stdout()) as { job: { task: string } }).job.task).toBe("anything.goes");
+  });
+});
+
 describe("signals", () => {
   let pool: pg.Pool;
   let schema: string;
@@ -278,7 +296,7 @@ describe("signals", () => {
   async function runningSleep(worker: Run): Promise<number> {
     const enqueue = pgwake(["enqueue", "demo.sleep", '{"ms":600000}'], env);
     expect((await finished(enqueue)).code).toBe(0);
-    const { id } = JSON.parse(enqueue.stdout()) as { id: number };
+    const { id } = (JSON.parse(enqueue.stdout()) as { job: { id: number } }).job;
     await waitFor(async () => (await jobStatus(id)) === "running", {
       timeoutMs: 30_000,
       message: "the sleep job to run",
@@ -374,7 +392,7 @@ describe("zero-setup: pgwake start without DATABASE_URL", () => {
     expect(enqueue.logs("stderr").map((l) => l.msg)).toContain(
       "reusing the embedded Postgres another pgwake process runs on this data directory",
     );
-    const second = JSON.parse(enqueue.stdout()) as { id: number };
+    const second = (JSON.parse(enqueue.stdout()) as { job: { id: number } }).job;
     expect(second.id).toBe(job.id + 1);
 
     const postgres = runningServer(dataDir);
@@ -391,7 +409,7 @@ describe("zero-setup: pgwake start without DATABASE_URL", () => {
     const messagesAgain = again.logs("stderr").map((l) => l.msg);
     expect(messagesAgain).not.toContain("initialising embedded Postgres (first start only)");
     expect(messagesAgain).toContain("embedded Postgres stopped");
-    expect((JSON.parse(again.stdout()) as { id: number }).id).toBe(second.id + 1);
+    expect((JSON.parse(again.stdout()) as { job: { id: number } }).job.id).toBe(second.id + 1);
     expect(runningServer(dataDir)).toBeUndefined();
   });
 

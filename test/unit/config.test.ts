@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, redactConfig, SETTINGS } from "../../src/config.ts";
+import { ConfigError, loadConfig, redactConfig, SETTING_LIST } from "../../src/config.ts";
+import { defaultText, SETTING_DEFAULTS } from "../../src/settings.ts";
 
 function problems(env: Record<string, string>, flags = {}): string[] {
   try {
@@ -24,7 +25,9 @@ describe("loadConfig", () => {
       claimCooldownMs: 5,
       retentionMs: 7 * 86_400_000,
       notify: true,
-      builtinTasks: true,
+      builtinTasks: ["demo"],
+      unknownTasks: "refuse",
+      docsPublic: true,
       apiKeys: [],
       bodyLimitBytes: 1_048_576,
       dataDir: "/srv/app/.pgwake/postgres",
@@ -116,12 +119,46 @@ describe("redactConfig", () => {
   });
 });
 
-describe("SETTINGS", () => {
+describe("the settings table", () => {
   it("documents one environment variable and one flag per setting", () => {
-    const envs = SETTINGS.map((s) => s.env);
-    const flags = SETTINGS.map((s) => s.flag);
+    const envs = SETTING_LIST.map((s) => s.env);
+    const flags = SETTING_LIST.map((s) => s.flag);
     expect(new Set(envs).size).toBe(envs.length);
     expect(new Set(flags).size).toBe(flags.length);
-    expect(Object.keys(loadConfig({})).sort()).toEqual(SETTINGS.map((s) => s.key).sort());
+    expect(Object.keys(loadConfig({})).sort()).toEqual(SETTING_LIST.map((s) => s.key).sort());
+  });
+
+  it("gives every default once: loadConfig without input is SETTING_DEFAULTS (paths resolved)", () => {
+    const config = loadConfig({}, {}, "/srv/app");
+    expect({ ...config, dataDir: SETTING_DEFAULTS.dataDir }).toEqual(SETTING_DEFAULTS);
+  });
+
+  it("parses every default's own text back to the default", () => {
+    // The text shown in --help and the docs means what the default is.
+    for (const s of SETTING_LIST) {
+      const shown = defaultText(s);
+      // "(none: open API)" and the like describe an unset value.
+      if (shown.startsWith("(")) continue;
+      const parsed = s.parse.safeParse(shown);
+      expect(parsed.success, `${s.env}=${shown}`).toBe(true);
+      expect(parsed.data, s.env).toEqual(s.default);
+    }
+  });
+});
+
+describe("PGWAKE_BUILTIN_TASKS", () => {
+  it("turns built-in task groups on one by one", () => {
+    expect(loadConfig({}).builtinTasks).toEqual(["demo"]);
+    expect(loadConfig({ PGWAKE_BUILTIN_TASKS: "demo,http" }).builtinTasks).toEqual([
+      "demo",
+      "http",
+    ]);
+    expect(loadConfig({ PGWAKE_BUILTIN_TASKS: "http" }).builtinTasks).toEqual(["http"]);
+    expect(loadConfig({ PGWAKE_BUILTIN_TASKS: "all" }).builtinTasks).toEqual(["demo", "http"]);
+    expect(loadConfig({ PGWAKE_BUILTIN_TASKS: "none" }).builtinTasks).toEqual([]);
+    expect(loadConfig({ PGWAKE_BUILTIN_TASKS: "off" }).builtinTasks).toEqual([]);
+    expect(problems({ PGWAKE_BUILTIN_TASKS: "demo,smtp" })).toEqual([
+      'PGWAKE_BUILTIN_TASKS: must be a comma-separated list of demo, http, or all, or none (got "demo,smtp")',
+    ]);
   });
 });

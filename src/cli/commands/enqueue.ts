@@ -78,11 +78,17 @@ export async function enqueue({
   await prepareSchema(pgwake, database.embedded ? "migrate" : "require", database, logger);
   let result: Awaited<ReturnType<typeof pgwake.enqueue>>;
   try {
-    result = await pgwake.enqueue(task, payload, options);
+    // The name comes from the command line: untyped, and checked against the known tasks.
+    result = await pgwake.untyped().enqueue(task, payload, options);
   } catch (error) {
     if (error instanceof PgwakeError && error.code !== "DATABASE_UNAVAILABLE") {
-      const details = error.details ? ` ${JSON.stringify(error.details)}` : "";
-      throw new UsageError(`${error.message}${details}`, { cause: error });
+      const hint =
+        error.code === "UNKNOWN_TASK"
+          ? "\n(give --tasks with the module that defines it, or PGWAKE_UNKNOWN_TASKS=warn for a task run elsewhere)"
+          : error.details
+            ? ` ${JSON.stringify(error.details)}`
+            : "";
+      throw new UsageError(`${error.message}${hint}`, { cause: error });
     }
     throw describeDatabaseError(error, database);
   }
@@ -92,6 +98,7 @@ export async function enqueue({
       "idempotency key already used: printing the original job",
     );
   }
-  print(`${JSON.stringify(result.job, null, 2)}\n`);
+  // The HTTP API's answer to POST /jobs has the same shape.
+  print(`${JSON.stringify({ job: result.job, duplicate: result.duplicate }, null, 2)}\n`);
   return 0;
 }

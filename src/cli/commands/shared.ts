@@ -4,10 +4,10 @@ import { Pgwake } from "../../client.ts";
 import { type Config, redactUrl } from "../../config.ts";
 import { PgwakeError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
-import type { TaskRegistry } from "../../tasks.ts";
+import { TaskRegistry } from "../../tasks.ts";
 import type { Worker } from "../../worker/worker.ts";
 import type { ParsedCommand } from "../args.ts";
-import type { Database } from "../database.ts";
+import { type Database, openDatabase } from "../database.ts";
 import { CommandError } from "../errors.ts";
 import type { Lifecycle } from "../lifecycle.ts";
 
@@ -33,6 +33,7 @@ export function openPgwake(
     connectionString: database.connectionString,
     schema: config.schema,
     tasks,
+    unknownTasks: config.unknownTasks,
     logger,
   });
   lifecycle.onCleanup("database pool", () => pgwake.close());
@@ -81,6 +82,30 @@ export function describeDatabaseError(error: unknown, database: Database): unkno
   );
 }
 
+/**
+ * The database and a Pgwake client for a command that reads or changes jobs and queues: the
+ * embedded database is migrated, a DATABASE_URL one must already be current.
+ */
+export async function openForCommand(
+  { config, logger, lifecycle }: Pick<CommandContext, "config" | "logger" | "lifecycle">,
+  tasks: TaskRegistry = new TaskRegistry(),
+): Promise<{ pgwake: Pgwake; database: Database }> {
+  const database = await openDatabase(config, logger, lifecycle);
+  lifecycle.checkpoint();
+  const pgwake = openPgwake(database, config, tasks, logger, lifecycle);
+  await prepareSchema(pgwake, database.embedded ? "migrate" : "require", database, logger);
+  return { pgwake, database };
+}
+
+/** Runs a database call, turning a connection failure into a message naming the database. */
+export async function withDatabase<T>(database: Database, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    throw describeDatabaseError(error, database);
+  }
+}
+
 /** Starts a worker with the configured settings; the lifecycle drains it on stop. */
 export async function startWorker(
   pgwake: Pgwake,
@@ -121,6 +146,9 @@ export async function startApi(
     logger,
     apiKeys: config.apiKeys,
     metricsPublic: config.metricsPublic,
+    docsPublic: config.docsPublic,
+    // The library refuses (or warns about) names it does not define; the API follows it.
+    acceptUnknownTasks: config.unknownTasks === "warn",
     bodyLimitBytes: config.bodyLimitBytes,
     batchLimit: config.batchLimit,
   });

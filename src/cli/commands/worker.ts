@@ -8,7 +8,7 @@ export async function worker({ config, logger, lifecycle }: CommandContext): Pro
   const tasks = await buildRegistry(config);
   if (tasks.size === 0) {
     throw new UsageError(
-      "no tasks to run: give --tasks (or PGWAKE_TASKS), or leave the built-in tasks on",
+      "no tasks to run: give --tasks (or PGWAKE_TASKS), or turn built-in tasks on (PGWAKE_BUILTIN_TASKS=demo)",
     );
   }
   const database = await openDatabase(config, logger, lifecycle);
