@@ -1,14 +1,16 @@
-import { Hono } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { Pgwake } from "../client.ts";
 import { type Logger, silentLogger } from "../logger.ts";
-import { type ApiDeps, schemaSqlOf } from "./context.ts";
+import { type AccessSettings, type ApiDeps, schemaSqlOf } from "./context.ts";
+import { apiDocument, registerSecurity } from "./document.ts";
 import { ApiError, errorHandler, renderError } from "./errors.ts";
+import { apiExamples, exampleTask } from "./examples.ts";
 import { ApiMetrics } from "./metrics.ts";
-import { bearerAuth } from "./middleware/auth.ts";
+import { AccessControl } from "./middleware/auth.ts";
 import { httpLog } from "./middleware/httpLog.ts";
 import { requestId } from "./middleware/requestId.ts";
-import { buildOpenApi } from "./openapi.ts";
+import { SchemaReadiness } from "./readiness.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { queueRoutes } from "./routes/queues.ts";
@@ -21,9 +23,12 @@ export interface ApiOptions {
   logger?: Logger;
   /** Accepted bearer keys (several, for rotation). None: the API is open, and logs so. */
   apiKeys?: string[];
-  /** `/metrics` without auth (default true). */
+  /** `/metrics` without a key (default true). */
   metricsPublic?: boolean;
-  /** `/docs`, its assets and `/openapi.json` without auth (default false), for browsers. */
+  /**
+   * `/openapi.json` without a key (default false). The `/docs` page itself is always served: it
+   * holds nothing about this server, and asks for a key when the document needs one.
+   */
   docsPublic?: boolean;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimitBytes?: number;
@@ -35,55 +40,49 @@ export interface ApiOptions {
 
 export const DEFAULT_BODY_LIMIT_BYTES = 1024 * 1024;
 export const DEFAULT_BATCH_LIMIT = 1000;
-const VERSION = "0.1.0";
 
 /**
  * Builds the pgwake HTTP API on Hono: job submission and control, queue stats, health,
- * readiness, Prometheus metrics, an OpenAPI 3.1 document and offline Swagger UI docs.
- * Every failure is rendered by one handler as `{ "error": { code, message, details? } }`.
- * Serve it with `serveApi`, or mount it in another Hono app.
+ * readiness, Prometheus metrics, an OpenAPI 3.1 document generated from the routes, and offline
+ * Swagger UI docs. Every failure is rendered by one handler as
+ * `{ "error": { code, message, details? } }`. Serve it with `serveApi`, or mount it in another
+ * Hono app.
  */
-export function createApp(options: ApiOptions): Hono<ApiEnv> {
+export function createApp(options: ApiOptions): OpenAPIHono<ApiEnv> {
   const logger = options.logger ?? silentLogger;
   const pgwake = options.pgwake;
   const apiKeys = (options.apiKeys ?? []).filter((key) => key.length > 0);
-  const metricsPublic = options.metricsPublic ?? true;
-  const docsPublic = options.docsPublic ?? false;
-  const bodyLimitBytes = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
-  const batchLimit = options.batchLimit ?? DEFAULT_BATCH_LIMIT;
-  if (apiKeys.length === 0) {
+  const access: AccessSettings = {
+    authRequired: apiKeys.length > 0,
+    metricsPublic: options.metricsPublic ?? true,
+    docsPublic: options.docsPublic ?? false,
+  };
+  if (!access.authRequired) {
     logger.warn("no API keys configured: the HTTP API is open to anyone who can reach it");
   }
-  const metrics = new ApiMetrics(pgwake, logger);
+  const task = exampleTask(pgwake.tasks);
   const deps: ApiDeps = {
     pgwake,
     sql: schemaSqlOf(pgwake),
     logger,
-    metrics,
-    bodyLimitBytes,
-    batchLimit,
+    metrics: new ApiMetrics(pgwake, logger),
+    readiness: new SchemaReadiness(() => pgwake.schemaState()),
+    access,
+    accessControl: new AccessControl(access, apiKeys),
+    bodyLimitBytes: options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES,
+    batchLimit: options.batchLimit ?? DEFAULT_BATCH_LIMIT,
     acceptUnknownTasks: options.acceptUnknownTasks ?? pgwake.tasks.size === 0,
+    exampleTask: task,
+    examples: apiExamples(task, pgwake.tasks),
   };
 
+  const app = new OpenAPIHono<ApiEnv>();
   let document: Record<string, unknown> | undefined;
   const openapi = () => {
-    document ??= buildOpenApi({
-      metricsPublic,
-      batchLimit,
-      bodyLimitBytes,
-      tasks: pgwake.tasks,
-      authRequired: apiKeys.length > 0,
-      version: VERSION,
-    });
+    document ??= apiDocument(app, deps);
     return document;
   };
 
-  const isPublic = (path: string): boolean =>
-    path === "/health" ||
-    (metricsPublic && path === "/metrics") ||
-    (docsPublic && (path === "/docs" || path.startsWith("/docs/") || path === "/openapi.json"));
-
-  const app = new Hono<ApiEnv>();
   app.onError(errorHandler(logger));
   app.notFound((c) =>
     renderError(
@@ -92,7 +91,7 @@ export function createApp(options: ApiOptions): Hono<ApiEnv> {
     ),
   );
   app.use(requestId());
-  app.use(httpLog({ logger, metrics }));
+  app.use(httpLog({ logger, metrics: deps.metrics }));
   app.use(
     methodNotAllowed({
       app,
@@ -103,18 +102,16 @@ export function createApp(options: ApiOptions): Hono<ApiEnv> {
             405,
             "METHOD_NOT_ALLOWED",
             `${c.req.method} is not allowed here; use ${methods.join(", ")}`,
-            {
-              headers: { Allow: methods.join(", ") },
-              details: { allow: methods },
-            },
+            { headers: { Allow: methods.join(", ") }, details: { allow: methods } },
           ),
         ),
     }),
   );
-  app.use(bearerAuth({ keys: apiKeys, isPublic }));
-  app.route("/", systemRoutes(deps, openapi));
+  app.use(deps.accessControl.middleware());
+  registerSecurity(app, access);
   app.route("/", jobRoutes(deps));
   app.route("/", queueRoutes(deps));
-  app.route("/", docsRoutes());
+  app.route("/", systemRoutes(deps, openapi));
+  app.route("/", docsRoutes(deps));
   return app;
 }

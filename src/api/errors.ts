@@ -5,24 +5,32 @@ import { isTransientError } from "../db/transient.ts";
 import { PgwakeError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 
-/** Machine-readable codes of the HTTP API's error responses. */
-export type ApiErrorCode =
-  | "INVALID_JSON"
-  | "VALIDATION_FAILED"
-  | "INVALID_PAYLOAD"
-  | "UNKNOWN_TASK"
-  | "INVALID_ID"
-  | "UNSUPPORTED_MEDIA_TYPE"
-  | "PAYLOAD_TOO_LARGE"
-  | "NOT_FOUND"
-  | "JOB_NOT_FOUND"
-  | "METHOD_NOT_ALLOWED"
-  | "UNAUTHORIZED"
-  | "FORBIDDEN"
-  | "CONFLICT"
-  | "DATABASE_UNAVAILABLE"
-  | "NOT_READY"
-  | "INTERNAL";
+/**
+ * Machine-readable codes of the HTTP API's error responses: declared once, here; the OpenAPI
+ * document's `ErrorCode` schema and the generated client's types come from this list.
+ */
+export const API_ERROR_CODES = [
+  "INVALID_JSON",
+  "VALIDATION_FAILED",
+  "INVALID_PAYLOAD",
+  "UNKNOWN_TASK",
+  "INVALID_ID",
+  "UNSUPPORTED_MEDIA_TYPE",
+  "PAYLOAD_TOO_LARGE",
+  "NOT_FOUND",
+  "JOB_NOT_FOUND",
+  "QUEUE_NOT_FOUND",
+  "METHOD_NOT_ALLOWED",
+  "UNAUTHORIZED",
+  "FORBIDDEN",
+  "CONFLICT",
+  "DATABASE_UNAVAILABLE",
+  "NOT_READY",
+  "INTERNAL",
+] as const;
+
+/** One of {@link API_ERROR_CODES}. */
+export type ApiErrorCode = (typeof API_ERROR_CODES)[number];
 
 /** The one error body of the API: `{ "error": { code, message, details? } }`. */
 export interface ErrorBody {
@@ -81,6 +89,9 @@ export function toApiError(error: unknown): ApiError {
   }
   if (isTransientError(error)) return unavailable(error);
   const sqlstate = (error as { code?: unknown } | null)?.code;
+  // A schema or table that is not there: the database has not been migrated (or was reset).
+  // The readiness gate catches this before a route runs; this covers a schema dropped later.
+  if (sqlstate === "3F000" || sqlstate === "42P01") return notReady(undefined, error);
   // Data errors raised by Postgres for values that passed our checks (a check constraint, a
   // number out of range) are still the caller's input, never a server fault.
   if (typeof sqlstate === "string" && (sqlstate.startsWith("22") || sqlstate.startsWith("23"))) {
@@ -102,6 +113,30 @@ function unavailable(cause: unknown): ApiError {
       cause,
     },
   );
+}
+
+/** The seconds `/ready` and the readiness gate ask a client to wait while the schema is old. */
+export const NOT_READY_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * 503 NOT_READY: the database answers but its schema is not the one this code needs.
+ * `state` (current and latest versions) goes in the details when known.
+ */
+export function notReady(
+  state: { current: number; latest: number } | undefined,
+  cause?: unknown,
+): ApiError {
+  const message =
+    state === undefined
+      ? "the database schema is missing: run `pgwake migrate` (or `pgwake start`, which migrates)"
+      : state.current > state.latest
+        ? `the database schema is at version ${state.current}, newer than this server (${state.latest}): upgrade pgwake`
+        : `the database schema is at version ${state.current}, this server needs ${state.latest}: run \`pgwake migrate\` (or \`pgwake start\`, which migrates)`;
+  return new ApiError(503, "NOT_READY", message, {
+    ...(state !== undefined ? { details: state } : {}),
+    headers: { "Retry-After": String(NOT_READY_RETRY_AFTER_SECONDS) },
+    cause,
+  });
 }
 
 function codeForStatus(status: number): ApiErrorCode {

@@ -1,25 +1,101 @@
 import { z } from "zod";
 import { JOB_STATUSES } from "../jobs/types.ts";
+import { API_ERROR_CODES, type ApiErrorCode } from "./errors.ts";
 
-// Names follow the database's checks, so whatever passes here is also accepted by Postgres.
+// The zod schemas the routes validate with and answer with. The OpenAPI document is generated
+// from them (a `meta({ id })` makes a schema a named component), so what is documented is what
+// is checked. Names follow the database's checks: whatever passes here Postgres also accepts.
+
 const NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
 /** Ten years: far enough for any schedule, small enough that `now() + delay` never overflows. */
 export const MAX_DELAY_MS = 10 * 365 * 24 * 3_600_000;
 const MAX_INT32 = 2_147_483_647;
+/** Job ids and cursors: positive integers JavaScript holds exactly. */
+const MAX_ID = Number.MAX_SAFE_INTEGER;
 
-export const JobStatusSchema = z.enum(JOB_STATUSES).meta({ example: "pending" });
+/** Queue names as the path and the body accept them. */
+export const QUEUE_NAME = NAME;
 
-const EXAMPLE_TIME = "2025-01-01T12:00:00.000Z";
+/** Every time the API answers with: what `Date.prototype.toISOString()` writes (UTC, ms). */
+export const TIMESTAMP_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+export const TimestampSchema = z.string().regex(TIMESTAMP_PATTERN).meta({
+  id: "Timestamp",
+  format: "date-time",
+  description: "ISO 8601 in UTC with milliseconds, as `Date.prototype.toISOString()` writes it.",
+  example: "2025-01-01T12:00:00.000Z",
+});
+
+/**
+ * A named schema or null. (`.nullable()` on a named schema is written by the generator as
+ * `allOf: [$ref, {type: [..., "null"]}]`, which refuses null; a union is written `anyOf`.)
+ */
+function orNull<S extends z.ZodType>(schema: S) {
+  return z.union([schema, z.null()]);
+}
+
+export const JobStatusSchema = z.enum(JOB_STATUSES).meta({
+  id: "JobStatus",
+  description:
+    "pending → running → completed; a failed attempt goes to retrying, the last one to failed; cancelled ends a job early.",
+  example: "pending",
+});
+
+export const ErrorCodeSchema = z.enum(API_ERROR_CODES).meta({
+  id: "ErrorCode",
+  description: "What went wrong, for programs: stable across versions.",
+  example: "VALIDATION_FAILED",
+});
+
+/** The one error body: every failure the API answers has this shape. */
+export const ErrorResponseSchema = z
+  .object({
+    error: z.object({
+      code: ErrorCodeSchema,
+      message: z.string().meta({ description: "What went wrong, for people." }),
+      details: z.unknown().optional().meta({
+        description:
+          "More about the failure: the invalid fields (`[{ path, message, code }]`), the allowed methods, the schema versions…",
+      }),
+    }),
+  })
+  .meta({ id: "ErrorResponse", description: "Every error the API answers." });
+
+/**
+ * The error body narrowed to the codes one response can carry, so the document (and a client
+ * generated from it) says exactly which codes a status means for an operation.
+ */
+export function errorSchemaOf(codes: readonly [ApiErrorCode, ...ApiErrorCode[]]) {
+  return z.object({
+    error: z.object({
+      code: z.enum(codes),
+      message: z.string(),
+      details: z.unknown().optional(),
+    }),
+  });
+}
 
 /** Body of `POST /jobs` (and each item of a batch). */
 export const SubmitJobSchema = z
   .strictObject({
-    task: z.string().regex(NAME, "a task name: 1-128 of A-Z a-z 0-9 _ . : -"),
-    payload: z.unknown().optional().meta({
-      description: "Any JSON value; checked against the task's schema when the task is known.",
+    task: z.string().regex(NAME, "a task name: 1-128 of A-Z a-z 0-9 _ . : -").meta({
+      description: "The task to run; a task this server does not know is refused (422).",
     }),
-    queue: z.string().regex(NAME, "a queue name: 1-128 of A-Z a-z 0-9 _ . : -").optional(),
-    priority: z.int().min(-1000).max(1000).optional().meta({ description: "Lower runs first." }),
+    payload: z.unknown().optional().meta({
+      description:
+        "Any JSON value (default `{}`); checked against the task's schema when the server knows the task.",
+    }),
+    queue: z
+      .string()
+      .regex(NAME, "a queue name: 1-128 of A-Z a-z 0-9 _ . : -")
+      .optional()
+      .meta({ description: "Default: the task's queue, else `default`." }),
+    priority: z
+      .int()
+      .min(-1000)
+      .max(1000)
+      .optional()
+      .meta({ description: "Lower runs first (default 0, or the task's)." }),
     runAt: z.iso
       .datetime({ offset: true })
       .optional()
@@ -30,151 +106,178 @@ export const SubmitJobSchema = z
       .max(MAX_DELAY_MS)
       .optional()
       .meta({ description: "Run after this delay (database clock); exclusive with runAt." }),
-    maxAttempts: z.int().min(1).max(1000).optional(),
-    timeoutMs: z.int().min(1).max(MAX_INT32).optional(),
+    maxAttempts: z
+      .int()
+      .min(1)
+      .max(1000)
+      .optional()
+      .meta({ description: "Attempts before the job fails for good (default 10, or the task's)." }),
+    timeoutMs: z
+      .int()
+      .min(1)
+      .max(MAX_INT32)
+      .optional()
+      .meta({ description: "Time one attempt may take (default: the task's, else the worker's)." }),
     idempotencyKey: z.string().min(1).max(255).optional().meta({
       description:
-        "A repeat of the key (per queue) returns the original job. May also come as the Idempotency-Key header.",
+        "A repeat of the key in the same queue returns the original job (200, `duplicate: true`). May also come as the Idempotency-Key header.",
     }),
   })
   .refine((body) => body.runAt === undefined || body.delayMs === undefined, {
     message: "give runAt or delayMs, not both",
     path: ["delayMs"],
   })
-  .meta({
-    id: "SubmitJob",
-    example: {
-      task: "send-email",
-      payload: { to: "ada@example.com" },
-      queue: "default",
-      priority: 0,
-      idempotencyKey: "order-1042",
-    },
-  });
+  .meta({ id: "SubmitJob", description: "A job to add." });
 export type SubmitJob = z.infer<typeof SubmitJobSchema>;
 
-export const SubmitBatchSchema = z.strictObject({ jobs: z.array(SubmitJobSchema).min(1) }).meta({
-  id: "SubmitBatch",
-  example: {
-    jobs: [
-      { task: "send-email", payload: { to: "ada@example.com" } },
-      { task: "send-email", payload: { to: "alan@example.com" }, delayMs: 60000 },
-    ],
-  },
-});
+export const SubmitBatchSchema = z
+  .strictObject({ jobs: z.array(SubmitJobSchema).min(1) })
+  .meta({ id: "SubmitBatch", description: "Jobs to add together: all or none." });
 
-export const CancelBodySchema = z
-  .strictObject({ reason: z.string().max(1000).optional() })
-  .meta({ id: "CancelRequest", example: { reason: "customer withdrew the order" } });
+export const CancelRequestSchema = z
+  .strictObject({
+    reason: z
+      .string()
+      .max(1000)
+      .optional()
+      .meta({ description: "Kept in the job's `cancelled` event." }),
+  })
+  .meta({ id: "CancelRequest", description: "Optional body of a cancellation." });
 
-const SerializedErrorSchema = z.object({
-  name: z.string(),
-  message: z.string(),
-  code: z.string().optional(),
-  stack: z.string().optional(),
-  value: z.unknown().optional(),
-});
+export const RetryRequestSchema = z
+  .strictObject({})
+  .meta({ id: "RetryRequest", description: "A retry takes no options: send no body, or `{}`." });
+
+export const JobErrorSchema = z
+  .object({
+    name: z.string(),
+    message: z.string(),
+    code: z.string().optional(),
+    stack: z.string().optional(),
+    value: z
+      .unknown()
+      .optional()
+      .meta({ description: "What the handler threw, when it was not an Error." }),
+  })
+  .meta({ id: "JobError", description: "Why the last attempt failed." });
 
 export const JobSchema = z
   .object({
-    id: z.int(),
+    id: z.int().min(1),
     queue: z.string(),
     task: z.string(),
-    payload: z.unknown(),
+    payload: z.unknown().nonoptional(),
     status: JobStatusSchema,
     priority: z.int(),
-    attempts: z.int(),
-    maxAttempts: z.int(),
+    attempts: z.int().min(0).meta({ description: "Attempts started so far." }),
+    maxAttempts: z.int().min(1),
     timeoutMs: z.int().nullable(),
-    runAt: z.iso.datetime(),
-    createdAt: z.iso.datetime(),
-    startedAt: z.iso.datetime().nullable(),
-    finishedAt: z.iso.datetime().nullable(),
-    updatedAt: z.iso.datetime(),
-    result: z.unknown(),
-    lastError: SerializedErrorSchema.nullable(),
+    runAt: TimestampSchema,
+    createdAt: TimestampSchema,
+    startedAt: orNull(TimestampSchema),
+    finishedAt: orNull(TimestampSchema),
+    updatedAt: TimestampSchema,
+    result: z
+      .unknown()
+      .nonoptional()
+      .meta({ description: "What the handler returned; null until the job completes." }),
+    lastError: orNull(JobErrorSchema),
     idempotencyKey: z.string().nullable(),
-    requestId: z.string().nullable(),
-    leaseOwner: z.string().nullable(),
-    leaseExpiresAt: z.iso.datetime().nullable(),
+    requestId: z
+      .string()
+      .nullable()
+      .meta({ description: "The x-request-id of the request that created the job." }),
+    leaseOwner: z
+      .string()
+      .nullable()
+      .meta({ description: "The worker that holds the job (running) or last held it." }),
+    leaseExpiresAt: orNull(TimestampSchema),
   })
-  .meta({ id: "Job" });
-
-export const EXAMPLE_JOB = {
-  id: 1042,
-  queue: "default",
-  task: "send-email",
-  payload: { to: "ada@example.com" },
-  status: "pending",
-  priority: 0,
-  attempts: 0,
-  maxAttempts: 10,
-  timeoutMs: null,
-  runAt: EXAMPLE_TIME,
-  createdAt: EXAMPLE_TIME,
-  startedAt: null,
-  finishedAt: null,
-  updatedAt: EXAMPLE_TIME,
-  result: null,
-  lastError: null,
-  idempotencyKey: "order-1042",
-  requestId: "4f1c2a8e-9d53-4b7a-a1c2-0e8f6b9d7c31",
-  leaseOwner: null,
-  leaseExpiresAt: null,
-} as const;
+  .meta({ id: "Job", description: "A job and where it is in its life." });
 
 export const SubmittedJobSchema = z
-  .object({ job: JobSchema, duplicate: z.boolean() })
+  .object({
+    job: JobSchema,
+    duplicate: z.boolean().meta({
+      description: "True when the idempotency key was already used: `job` is the original.",
+    }),
+  })
   .meta({ id: "SubmittedJob" });
 
 export const BatchResultSchema = z
   .object({
-    items: z.array(SubmittedJobSchema),
-    created: z.int(),
-    duplicates: z.int(),
+    items: z.array(SubmittedJobSchema).meta({ description: "In the order of the request." }),
+    created: z.int().min(0),
+    duplicates: z.int().min(0),
   })
   .meta({ id: "BatchResult" });
 
+const CURSOR_DESCRIPTION = "Pass as `cursor` for the next page; null on the last page.";
+
 export const JobPageSchema = z
-  .object({ jobs: z.array(JobSchema), nextCursor: z.string().nullable() })
+  .object({
+    jobs: z.array(JobSchema),
+    nextCursor: z.int().min(1).nullable().meta({ description: CURSOR_DESCRIPTION }),
+  })
   .meta({ id: "JobPage" });
 
 export const JobEventSchema = z
   .object({
     id: z.int().nullable().meta({ description: "null for steps derived from the job row" }),
     jobId: z.int(),
-    kind: z.string(),
+    kind: z.string().meta({
+      description:
+        "enqueued, claimed, completed, attempt_failed, retry_scheduled, lease_expired, returned, outcome_ignored, cancelled, retried, failed, log",
+    }),
     attempt: z.int().nullable(),
     workerId: z.string().nullable(),
     message: z.string().nullable(),
-    data: z.unknown(),
-    at: z.iso.datetime(),
+    data: z.unknown().nonoptional(),
+    at: TimestampSchema,
   })
-  .meta({ id: "JobEvent" });
+  .meta({ id: "JobEvent", description: "One step of a job's life, or a line its handler logged." });
 
 export const EventPageSchema = z
-  .object({ events: z.array(JobEventSchema), nextCursor: z.string().nullable() })
+  .object({
+    events: z.array(JobEventSchema),
+    nextCursor: z.int().min(1).nullable().meta({ description: CURSOR_DESCRIPTION }),
+  })
   .meta({ id: "EventPage" });
 
 export const CancelResultSchema = z
-  .object({ job: JobSchema, was: JobStatusSchema })
-  .meta({ id: "CancelResult" });
+  .object({
+    job: JobSchema,
+    was: JobStatusSchema,
+  })
+  .meta({ id: "CancelResult", description: "The job, cancelled; `was` is the status it had." });
 
-export const QueueWorkerSchema = z.object({
-  id: z.string(),
-  host: z.string(),
-  pid: z.int(),
-  concurrency: z.int(),
-  listening: z.boolean(),
-  lastSeenAt: z.iso.datetime(),
-});
+export const RetryResultSchema = z
+  .object({ job: JobSchema })
+  .meta({ id: "RetryResult", description: "The job, pending again with its attempts at 0." });
+
+export const QueueWorkerSchema = z
+  .object({
+    id: z.string(),
+    host: z.string(),
+    pid: z.int(),
+    concurrency: z.int(),
+    listening: z.boolean().meta({ description: "Woken by NOTIFY (false: polling only)." }),
+    lastSeenAt: TimestampSchema,
+  })
+  .meta({ id: "QueueWorker", description: "A live worker process that serves the queue." });
+
+export const JobCountsSchema = z
+  .object(Object.fromEntries(JOB_STATUSES.map((status) => [status, z.int().min(0)])))
+  .meta({ id: "JobCounts", description: "Jobs in the queue by status." }) as z.ZodObject<
+  Record<(typeof JOB_STATUSES)[number], z.ZodInt>
+>;
 
 export const QueueStatsSchema = z
   .object({
     name: z.string(),
     paused: z.boolean(),
-    counts: z.record(JobStatusSchema, z.int()),
-    oldestPendingAgeMs: z.number().nullable().meta({
+    counts: JobCountsSchema,
+    oldestPendingAgeMs: z.number().min(0).nullable().meta({
       description:
         "Age of the oldest job ready to run (pending or retrying with runAt reached); null when none.",
     }),
@@ -187,52 +290,120 @@ export const QueueListSchema = z
   .meta({ id: "QueueList" });
 
 export const QueueSettingsSchema = z
-  .object({ name: z.string(), paused: z.boolean(), updatedAt: z.iso.datetime() })
+  .object({ name: z.string(), paused: z.boolean(), updatedAt: TimestampSchema })
   .meta({ id: "QueueSettings" });
 
-export const ErrorSchema = z
-  .object({
-    error: z.object({
-      code: z.string(),
-      message: z.string(),
-      details: z.unknown().optional(),
-    }),
-  })
-  .meta({ id: "Error" });
-
 export const HealthSchema = z.object({ status: z.literal("ok") }).meta({ id: "Health" });
+
 export const ReadySchema = z
-  .object({ status: z.literal("ready"), schema: z.object({ current: z.int(), latest: z.int() }) })
+  .object({
+    status: z.literal("ready"),
+    schema: z.object({ current: z.int(), latest: z.int() }),
+  })
   .meta({ id: "Ready" });
 
-// Query strings arrive as text: numbers are parsed here, with bounds.
-const decimal = (max: number) =>
-  z
+export const OpenApiDocumentSchema = z
+  .looseObject({
+    openapi: z.string().regex(/^3\.1\.\d+$/),
+    info: z.looseObject({ title: z.string(), version: z.string() }),
+    paths: z.record(z.string(), z.unknown()),
+  })
+  .meta({ id: "OpenApiDocument", description: "An OpenAPI 3.1 document: this one." });
+
+// Path and query values arrive as text; a plain decimal is read as a number, anything else is
+// left as text for the number schema to refuse (" 1", "1e3" and "0x10" are not ids).
+const decimal = (value: unknown) =>
+  typeof value === "string" && /^\d{1,16}$/.test(value) ? Number(value) : value;
+const positiveInt = (max: number) => z.preprocess(decimal, z.int().min(1).max(max));
+
+/** Path of the job routes. A bad id is answered 400 INVALID_ID. */
+export const JobIdParamsSchema = z.object({
+  id: positiveInt(MAX_ID).meta({
+    description: "The job's id.",
+    param: { name: "id", in: "path", example: 1 },
+  }),
+});
+
+/** Path of the queue routes. */
+export const QueueNameParamsSchema = z.object({
+  name: z
     .string()
-    .regex(/^\d{1,16}$/, "a positive integer")
-    .transform(Number)
-    .pipe(z.number().int().min(1).max(max));
+    .regex(NAME, "a queue name: 1-128 of A-Z a-z 0-9 _ . : -")
+    .meta({
+      description: "A queue name: 1-128 of A-Z a-z 0-9 _ . : -",
+      param: { name: "name", in: "path", example: "default" },
+    }),
+});
+
+export const PauseQueueQuerySchema = z.strictObject({
+  create: z
+    .enum(["true", "false"])
+    .optional()
+    .meta({
+      description:
+        "`true` pauses a queue nobody knows yet (no jobs, no worker, no task defaults to it), to hold its jobs before the first one arrives. Without it such a name is refused (404): most often it is a typo.",
+      param: { name: "create", in: "query" },
+    }),
+});
+
+export const SubmitHeadersSchema = z.object({
+  "idempotency-key": z
+    .string()
+    .min(1)
+    .max(255)
+    .optional()
+    .meta({
+      description: "Same as the body's idempotencyKey (they must agree when both are given).",
+      param: { name: "idempotency-key", in: "header" },
+    }),
+});
 
 export const ListJobsQuerySchema = z.strictObject({
-  queue: z.string().regex(NAME, "a queue name").optional(),
-  task: z.string().regex(NAME, "a task name").optional(),
-  status: z
+  queue: z
     .string()
-    .transform((s) => s.split(","))
-    .pipe(z.array(JobStatusSchema).min(1).max(JOB_STATUSES.length))
+    .regex(NAME, "a queue name")
     .optional()
-    .meta({ description: "One status or several, comma separated." }),
-  limit: decimal(500).optional().meta({ description: "1-500, default 50" }),
-  cursor: decimal(Number.MAX_SAFE_INTEGER)
+    .meta({ description: "Only this queue.", param: { name: "queue", in: "query" } }),
+  task: z
+    .string()
+    .regex(NAME, "a task name")
     .optional()
-    .meta({ description: "nextCursor of the previous page" }),
+    .meta({ description: "Only this task.", param: { name: "task", in: "query" } }),
+  status: z
+    .preprocess(
+      (value) => (typeof value === "string" ? value.split(",") : value),
+      z.array(JobStatusSchema).min(1).max(JOB_STATUSES.length),
+    )
+    .optional()
+    .meta({
+      description: "Only these statuses, comma separated.",
+      param: { name: "status", in: "query", style: "form", explode: false },
+    }),
+  limit: positiveInt(500)
+    .optional()
+    .meta({
+      description: "Jobs per page, 1-500 (default 50).",
+      param: { name: "limit", in: "query", example: 20 },
+    }),
+  cursor: positiveInt(MAX_ID)
+    .optional()
+    .meta({
+      description: "`nextCursor` of the previous page.",
+      param: { name: "cursor", in: "query" },
+    }),
 });
 
 export const EventsQuerySchema = z.strictObject({
-  limit: decimal(1000).optional().meta({ description: "1-1000, default 100" }),
-  cursor: decimal(Number.MAX_SAFE_INTEGER)
+  limit: positiveInt(1000)
     .optional()
-    .meta({ description: "nextCursor of the previous page" }),
+    .meta({
+      description: "Events per page, 1-1000 (default 100).",
+      param: { name: "limit", in: "query", example: 100 },
+    }),
+  cursor: positiveInt(MAX_ID)
+    .optional()
+    .meta({
+      description: "`nextCursor` of the previous page.",
+      param: { name: "cursor", in: "query" },
+    }),
 });
-
-export const QUEUE_NAME = NAME;

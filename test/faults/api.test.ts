@@ -585,7 +585,7 @@ function rssKb(pid: number): number {
 /** The API process's V8 heap in use, from its own Prometheus metrics. */
 async function heapUsedMb(): Promise<number> {
   const res = await send({ method: "GET", path: "/metrics" });
-  const m = /^pgwake_api_nodejs_heap_size_used_bytes (\S+)$/m.exec(res.body);
+  const m = /^nodejs_heap_size_used_bytes (\S+)$/m.exec(res.body);
   return m ? Math.round(Number(m[1]) / 1024 / 1024) : -1;
 }
 
@@ -693,6 +693,8 @@ test("hostile requests: no 5xx, no rows from rejected requests, bounded memory",
     exampleTransportErrors: transportErrors.slice(0, 5),
   });
   expect(fiveXx).toEqual([]);
+  // The heap figure comes from the API's own metrics, under the standard nodejs_* name.
+  expect(heapSamplesMb.every((mb) => mb >= 0)).toBe(true);
   expect(rowsAfter - rowsBefore).toBe(expectedRows);
   expect(api.alive).toBe(true);
   expect(health.status).toBe(200);

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { createApp } from "../../src/api/app.ts";
-import { defineTask } from "../../src/index.ts";
+import { TIMESTAMP_PATTERN } from "../../src/api/schemas.ts";
+import { defineTask, Pgwake } from "../../src/index.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
 
 const sendEmail = defineTask({
@@ -295,13 +296,15 @@ describe("HTTP API routes (app.request)", () => {
     }
     await lister.request(`/jobs/${ids[0]}/cancel`, { method: "POST" });
     const seen: number[] = [];
-    let cursor: string | null = null;
+    let cursor: number | null = null;
     do {
       const res = await lister.request(
         `/jobs?queue=list-q&limit=2${cursor ? `&cursor=${cursor}` : ""}`,
       );
       expect(res.status).toBe(200);
-      const page = (await res.json()) as { jobs: Array<{ id: number }>; nextCursor: string | null };
+      const page = (await res.json()) as { jobs: Array<{ id: number }>; nextCursor: number | null };
+      // The cursor is the id the next page starts below: an integer, like the ids.
+      if (page.nextCursor !== null) expect(page.nextCursor).toBe(page.jobs.at(-1)!.id);
       seen.push(...page.jobs.map((j) => j.id));
       cursor = page.nextCursor;
     } while (cursor);
@@ -342,16 +345,17 @@ describe("HTTP API routes (app.request)", () => {
 
     const first = (await (await app.request(`/jobs/${id}/events?limit=1`)).json()) as {
       events: Array<{ kind: string }>;
-      nextCursor: string | null;
+      nextCursor: number | null;
     };
     expect(first.events.map((e) => e.kind)).toEqual(["enqueued", "cancelled"]);
+    expect(Number.isInteger(first.nextCursor)).toBe(true);
     expect(first.nextCursor).not.toBeNull();
     const kinds = [...first.events.map((e) => e.kind)];
     let cursor = first.nextCursor;
     while (cursor) {
       const page = (await (
         await app.request(`/jobs/${id}/events?limit=1&cursor=${cursor}`)
-      ).json()) as { events: Array<{ kind: string }>; nextCursor: string | null };
+      ).json()) as { events: Array<{ kind: string }>; nextCursor: number | null };
       kinds.push(...page.events.map((e) => e.kind));
       cursor = page.nextCursor;
     }
@@ -380,6 +384,10 @@ describe("HTTP API routes (app.request)", () => {
     expect(mail.counts.pending).toBeGreaterThan(0);
     expect(mail.oldestPendingAgeMs).toBeGreaterThanOrEqual(0);
     expect(mail.workers.map((w) => w.id)).toEqual(["w-1"]);
+    // Like every other time of the API: ISO 8601 in UTC with milliseconds.
+    const seenAt = (mail.workers[0] as unknown as { lastSeenAt: string }).lastSeenAt;
+    expect(seenAt).toMatch(TIMESTAMP_PATTERN);
+    expect(seenAt).toBe(new Date(seenAt).toISOString());
     expect(queues.find((q) => q.name === "other")).toMatchObject({
       paused: false,
       workers: [{ id: "w-1" }],
@@ -394,7 +402,7 @@ describe("HTTP API routes (app.request)", () => {
     );
   });
 
-  it("requires a bearer key when keys are set: 401 missing/malformed, 403 wrong; /health and /metrics stay open", async () => {
+  it("requires a bearer key when keys are set: 401 missing/malformed, 403 wrong; /health, /ready and /metrics stay open", async () => {
     const secured = createApp({ pgwake: db.pgwake, apiKeys: ["key-one", "key-two"] });
     const before = await jobCount();
     const missing = await secured.request(
@@ -424,9 +432,23 @@ describe("HTTP API routes (app.request)", () => {
     expect(
       (await secured.request("/queues", { headers: { authorization: "Bearer key-two" } })).status,
     ).toBe(200);
+    // Health checks and load balancers carry no key.
+    expect((await secured.request("/ready")).status).toBe(200);
+    // Secure by default: a route added to the app some other way needs the key too, while a
+    // request no route answers (404, 405) gets the same answer with or without one.
+    const extended = createApp({ pgwake: db.pgwake, apiKeys: ["key-one"] });
+    extended.get("/added-later", (c) => c.json({ secret: true }));
+    await expectError(await extended.request("/added-later"), 401, "UNAUTHORIZED");
     expect(
-      (await secured.request("/ready", { headers: { authorization: "Bearer key-one" } })).status,
+      (await extended.request("/added-later", { headers: { authorization: "Bearer key-one" } }))
+        .status,
     ).toBe(200);
+    await expectError(await extended.request("/nowhere"), 404, "NOT_FOUND");
+    await expectError(
+      await extended.request("/health", { method: "DELETE" }),
+      405,
+      "METHOD_NOT_ALLOWED",
+    );
     const closedMetrics = createApp({ pgwake: db.pgwake, apiKeys: ["k"], metricsPublic: false });
     await expectError(await closedMetrics.request("/metrics"), 401, "UNAUTHORIZED");
     expect(
@@ -447,7 +469,7 @@ describe("HTTP API routes (app.request)", () => {
     expect(lines.join("\n")).not.toMatch(/secret-key/);
   });
 
-  it("exposes Prometheus metrics from its own registry", async () => {
+  it("exposes Prometheus metrics from its own registry, process metrics under their standard names", async () => {
     const a = createApp({ pgwake: db.pgwake });
     const b = createApp({ pgwake: db.pgwake });
     await a.request("/jobs", json({ task: "send-email", payload: { to: "m@x.io" } }));
@@ -455,9 +477,82 @@ describe("HTTP API routes (app.request)", () => {
     expect(text).toMatch(/pgwake_jobs_enqueued_total\{queue="mail",task="send-email"\} 1/);
     expect(text).toMatch(/pgwake_http_request_duration_seconds_bucket\{[^}]*route="\/jobs"/);
     expect(text).toMatch(/pgwake_queue_depth\{queue="mail"\} \d+/);
-    expect(text).toMatch(/pgwake_api_process_cpu_user_seconds_total/);
+    expect(text).toMatch(/pgwake_jobs\{queue="mail",status="pending"\} \d+/);
     expect(text).toMatch(/pgwake_metrics_database_up 1/);
-    expect(text).toMatch(/# TYPE pgwake_job_duration_seconds histogram/);
+    // What stock Node.js dashboards query.
+    expect(text).toMatch(/^process_cpu_user_seconds_total /m);
+    expect(text).toMatch(/^process_resident_memory_bytes /m);
+    expect(text).toMatch(/^nodejs_heap_size_used_bytes /m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds /m);
+    expect(text).not.toMatch(/pgwake_api_/);
+    // Finished-job counters are the workers' (they count where it happens), not read back here.
+    expect(text).not.toMatch(/pgwake_jobs_(completed|failed|cancelled|retried)_total/);
+    expect(text).not.toMatch(/pgwake_job_duration_seconds/);
     expect(await (await b.request("/metrics")).text()).not.toMatch(/pgwake_jobs_enqueued_total\{/);
+  });
+
+  it("refuses to pause or resume a queue nobody knows, unless asked to create it, so no phantom queue is left", async () => {
+    const queueNames = async (target = app) =>
+      (
+        (await (await target.request("/queues")).json()) as { queues: Array<{ name: string }> }
+      ).queues.map((q) => q.name);
+    const typo = await expectError(
+      await app.request("/queues/mial/pause", { method: "POST" }),
+      404,
+      "QUEUE_NOT_FOUND",
+    );
+    expect(typo.message).toMatch(/create=true/);
+    await expectError(
+      await app.request("/queues/mial/resume", { method: "POST" }),
+      404,
+      "QUEUE_NOT_FOUND",
+    );
+    expect(await queueNames()).not.toContain("mial");
+    expect(await (await app.request("/metrics")).text()).not.toMatch(/queue="mial"/);
+    // A task's queue and the default queue are known before their first job.
+    expect((await app.request("/queues/default/pause", { method: "POST" })).status).toBe(200);
+    expect((await app.request("/queues/default/resume", { method: "POST" })).status).toBe(200);
+    // Pausing a queue before its first job is possible, when asked for.
+    const created = await app.request("/queues/later/pause?create=true", { method: "POST" });
+    expect(created.status).toBe(200);
+    expect(await created.json()).toMatchObject({ name: "later", paused: true });
+    expect(await queueNames()).toContain("later");
+    expect((await app.request("/queues/later/resume", { method: "POST" })).status).toBe(200);
+    await expectError(
+      await app.request("/queues/x/pause?create=maybe", { method: "POST" }),
+      400,
+      "VALIDATION_FAILED",
+    );
+  });
+
+  it("answers 503 NOT_READY before migration, with what to do, then serves once migrated", async () => {
+    const schema = `t_api_unmigrated_${Date.now().toString(36)}`;
+    const pgwake = new Pgwake({ pool: db.pool, schema, tasks: [sendEmail] });
+    const fresh = createApp({ pgwake, acceptUnknownTasks: false });
+    try {
+      const ready = await expectError(await fresh.request("/ready"), 503, "NOT_READY");
+      expect(ready.details).toMatchObject({ current: 0 });
+      const submit = await fresh.request(
+        "/jobs",
+        json({ task: "send-email", payload: { to: "a@b.co" } }),
+      );
+      expect(submit.headers.get("retry-after")).toMatch(/^\d+$/);
+      const refused = await expectError(submit, 503, "NOT_READY");
+      expect(refused.message).toMatch(/pgwake migrate/);
+      await expectError(await fresh.request("/jobs/1"), 503, "NOT_READY");
+      await expectError(await fresh.request("/queues"), 503, "NOT_READY");
+      // Bad input is still named as such: a 400 needs no database.
+      await expectError(await fresh.request("/jobs", json({ task: "" })), 400, "VALIDATION_FAILED");
+
+      await pgwake.migrate();
+      expect((await fresh.request("/ready")).status).toBe(200);
+      const ok = await fresh.request(
+        "/jobs",
+        json({ task: "send-email", payload: { to: "a@b.co" } }),
+      );
+      expect(ok.status).toBe(201);
+    } finally {
+      await db.pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
   });
 });

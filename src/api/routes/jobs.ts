@@ -1,29 +1,32 @@
-import { Hono } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import { compareLockOrder, DEFAULT_QUEUE, lockOrderKey, type NewJob } from "../../jobs/enqueue.ts";
 import { listJobs } from "../../jobs/list.ts";
 import { TERMINAL_STATUSES } from "../../jobs/types.ts";
 import type { ApiDeps } from "../context.ts";
+import { jobRouteDefinitions } from "../definitions/jobs.ts";
 import { ApiError, toApiError } from "../errors.ts";
-import { readJson } from "../middleware/body.ts";
-import {
-  CancelBodySchema,
-  EventsQuerySchema,
-  ListJobsQuerySchema,
-  SubmitBatchSchema,
-  type SubmitJob,
-  SubmitJobSchema,
-} from "../schemas.ts";
+import { mountRoute } from "../route.ts";
+import type { SubmitJob } from "../schemas.ts";
 import { eventJson, jobJson } from "../serialize.ts";
 import type { ApiEnv } from "../types.ts";
-import { findUnstorable, type Issue, parseId, parseOr400 } from "../validation.ts";
+import { findUnstorable, type Issue } from "../validation.ts";
 
 const DEFAULT_PAGE = 50;
 const DEFAULT_EVENTS_PAGE = 100;
 
 /** Job routes: submit (one or many), read, list, timeline, cancel, retry. */
-export function jobRoutes(deps: ApiDeps): Hono<ApiEnv> {
+export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const { pgwake } = deps;
-  const app = new Hono<ApiEnv>();
+  const app = new OpenAPIHono<ApiEnv>();
+  const routes = jobRouteDefinitions(deps);
+  const jobs = { access: "key", database: true } as const;
+  const byId = {
+    ...jobs,
+    invalidParams: (_issues: Issue[], raw: Record<string, string>) =>
+      new ApiError(400, "INVALID_ID", "a job id is a positive integer", {
+        details: { id: String(raw.id ?? "").slice(0, 64) },
+      }),
+  };
 
   /** Turns a validated body into a NewJob, or throws the API error. */
   function toNewJob(body: SubmitJob, requestId: string, headerKey?: string): NewJob {
@@ -74,181 +77,220 @@ export function jobRoutes(deps: ApiDeps): Hono<ApiEnv> {
     return job;
   }
 
-  app.post("/jobs", async (c) => {
-    const body = parseOr400(SubmitJobSchema, await readJson(c, deps.bodyLimitBytes), "job");
-    const { task, payload, ...options } = toNewJob(
-      body,
-      c.get("requestId"),
-      idempotencyHeader(c.req.header("idempotency-key")),
-    );
-    // Validates a known task's payload (422 with the schema's issues); concurrent submissions
-    // share an insert (see `Pgwake.enqueue`).
-    const { job: stored, duplicate } = await pgwake.enqueue(task, payload, options);
-    if (!duplicate) deps.metrics.enqueued.inc({ queue: stored.queue, task: stored.task });
-    return c.json({ job: jobJson(stored), duplicate }, duplicate ? 200 : 201, {
-      Location: `/jobs/${stored.id}`,
-    });
-  });
+  mountRoute(
+    app,
+    deps,
+    routes.submitJob,
+    async (c, { body, headers }) => {
+      const { task, payload, ...options } = toNewJob(
+        body,
+        c.get("requestId"),
+        storableHeader(headers["idempotency-key"]),
+      );
+      // Validates a known task's payload (422 with the schema's issues); concurrent submissions
+      // share an insert (see `Pgwake.enqueue`).
+      const { job: stored, duplicate } = await pgwake.enqueue(task, payload, options);
+      if (!duplicate) deps.metrics.enqueued.inc({ queue: stored.queue, task: stored.task });
+      return {
+        status: duplicate ? 200 : 201,
+        body: { job: jobJson(stored), duplicate },
+        headers: { Location: `/jobs/${stored.id}` },
+      };
+    },
+    { ...jobs, bodyName: "job" },
+  );
 
-  app.post("/jobs/batch", async (c) => {
-    if (c.req.header("idempotency-key") !== undefined) {
-      throw new ApiError(
-        400,
-        "VALIDATION_FAILED",
-        "a batch takes idempotencyKey per job, not the Idempotency-Key header",
-      );
-    }
-    const raw = await readJson(c, deps.bodyLimitBytes);
-    const count = (raw as { jobs?: unknown } | null)?.jobs;
-    if (Array.isArray(count) && count.length > deps.batchLimit) {
-      throw new ApiError(
-        400,
-        "VALIDATION_FAILED",
-        `a batch holds at most ${deps.batchLimit} jobs`,
-        {
-          details: [
-            {
-              path: "jobs",
-              message: `${count.length} jobs given, at most ${deps.batchLimit}`,
-              code: "too_big",
-            },
-          ],
-        },
-      );
-    }
-    const body = parseOr400(SubmitBatchSchema, raw, "batch");
-    const requestId = c.get("requestId");
-    const prepared: Array<{ job: NewJob; lockOrder: string; index: number }> = [];
-    const problems: Array<{ index: number; code: string; message: string; details?: unknown }> = [];
-    body.jobs.forEach((item, index) => {
-      try {
-        const job = toNewJob(item, requestId);
-        // Validates a known task's payload and resolves its queue from the task's defaults.
-        const queue = pgwake.prepare(job).queue ?? DEFAULT_QUEUE;
-        prepared.push({ job, lockOrder: lockOrderKey(queue, job.idempotencyKey), index });
-      } catch (error) {
-        const apiError = toApiError(error);
-        if (apiError.status >= 500) throw error;
-        problems.push({
-          index,
-          code: apiError.code,
-          message: apiError.message,
-          details: apiError.details,
-        });
+  mountRoute(
+    app,
+    deps,
+    routes.submitJobs,
+    async (c, { body }) => {
+      if (c.req.header("idempotency-key") !== undefined) {
+        throw new ApiError(
+          400,
+          "VALIDATION_FAILED",
+          "a batch takes idempotencyKey per job, not the Idempotency-Key header",
+        );
       }
-    });
-    if (problems.length > 0) {
-      const status = problems.every(
-        (p) => p.code === "INVALID_PAYLOAD" || p.code === "UNKNOWN_TASK",
-      )
-        ? 422
-        : 400;
+      const requestId = c.get("requestId");
+      const prepared: Array<{ job: NewJob; lockOrder: string; index: number }> = [];
+      const problems: Array<{ index: number; code: string; message: string; details?: unknown }> =
+        [];
+      body.jobs.forEach((item, index) => {
+        try {
+          const job = toNewJob(item, requestId);
+          // Validates a known task's payload and resolves its queue from the task's defaults.
+          const queue = pgwake.prepare(job).queue ?? DEFAULT_QUEUE;
+          prepared.push({ job, lockOrder: lockOrderKey(queue, job.idempotencyKey), index });
+        } catch (error) {
+          const apiError = toApiError(error);
+          if (apiError.status >= 500) throw error;
+          problems.push({
+            index,
+            code: apiError.code,
+            message: apiError.message,
+            details: apiError.details,
+          });
+        }
+      });
+      if (problems.length > 0) {
+        const status = problems.every(
+          (p) => p.code === "INVALID_PAYLOAD" || p.code === "UNKNOWN_TASK",
+        )
+          ? 422
+          : 400;
+        throw new ApiError(
+          status,
+          status === 422 ? "INVALID_PAYLOAD" : "VALIDATION_FAILED",
+          `${problems.length} of ${body.jobs.length} jobs are invalid; none was added`,
+          { details: problems.slice(0, 50) },
+        );
+      }
+      // (queue, key) order: concurrent batches sharing keys then lock them in the same order.
+      const ordered = [...prepared].sort(compareLockOrder);
+      const results = await pgwake.enqueueMany(ordered.map((p) => p.job));
+      const items = new Array<{ job: ReturnType<typeof jobJson>; duplicate: boolean }>(
+        ordered.length,
+      );
+      let created = 0;
+      ordered.forEach((p, i) => {
+        const result = results[i]!;
+        if (!result.duplicate) {
+          created++;
+          deps.metrics.enqueued.inc({ queue: result.job.queue, task: result.job.task });
+        }
+        items[p.index] = { job: jobJson(result.job), duplicate: result.duplicate };
+      });
+      return {
+        status: created > 0 ? 201 : 200,
+        body: { items, created, duplicates: items.length - created },
+      };
+    },
+    {
+      ...jobs,
+      bodyName: "batch",
+      // Counted before the schema parses every item: a body of many small jobs costs nothing.
+      beforeParse: (raw) => {
+        const given = (raw as { jobs?: unknown } | null)?.jobs;
+        if (!Array.isArray(given) || given.length <= deps.batchLimit) return;
+        throw new ApiError(
+          400,
+          "VALIDATION_FAILED",
+          `a batch holds at most ${deps.batchLimit} jobs`,
+          {
+            details: [
+              {
+                path: "jobs",
+                message: `${given.length} jobs given, at most ${deps.batchLimit}`,
+                code: "too_big",
+              },
+            ],
+          },
+        );
+      },
+    },
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.listJobs,
+    async (_c, { query }) => {
+      const page = await listJobs(pgwake.pool, deps.sql, {
+        ...(query.queue !== undefined ? { queue: query.queue } : {}),
+        ...(query.task !== undefined ? { task: query.task } : {}),
+        ...(query.status !== undefined ? { statuses: query.status } : {}),
+        ...(query.cursor !== undefined ? { beforeId: query.cursor } : {}),
+        limit: query.limit ?? DEFAULT_PAGE,
+      });
+      return {
+        status: 200,
+        body: { jobs: page.jobs.map(jobJson), nextCursor: page.nextBeforeId },
+      };
+    },
+    jobs,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.getJob,
+    async (_c, { params }) => {
+      const job = await pgwake.getJob(params.id);
+      if (!job) throw jobNotFound(params.id);
+      return { status: 200, body: jobJson(job) };
+    },
+    byId,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.listJobEvents,
+    async (_c, { params, query }) => {
+      const page = await pgwake.timeline(params.id, {
+        after: query.cursor ?? 0,
+        limit: query.limit ?? DEFAULT_EVENTS_PAGE,
+      });
+      if (!page) throw jobNotFound(params.id);
+      return {
+        status: 200,
+        body: { events: page.events.map(eventJson), nextCursor: page.nextCursor },
+      };
+    },
+    byId,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.cancelJob,
+    async (_c, { params, body }) => {
+      const { id } = params;
+      const unstorable = body.reason === undefined ? null : findUnstorable(body.reason, "reason");
+      if (unstorable) {
+        throw new ApiError(400, "VALIDATION_FAILED", "invalid reason", { details: [unstorable] });
+      }
+      const [cancelled] = await pgwake.cancel([id], body.reason);
+      if (cancelled) {
+        return { status: 200, body: { job: jobJson(cancelled.job), was: cancelled.was } };
+      }
+      const job = await pgwake.getJob(id);
+      if (!job) throw jobNotFound(id);
       throw new ApiError(
-        status,
-        status === 422 ? "INVALID_PAYLOAD" : "VALIDATION_FAILED",
-        `${problems.length} of ${body.jobs.length} jobs are invalid; none was added`,
+        409,
+        "CONFLICT",
+        `job ${id} is ${job.status}: only pending, retrying or running jobs can be cancelled`,
+        { details: { status: job.status } },
+      );
+    },
+    byId,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.retryJob,
+    async (_c, { params }) => {
+      const { id } = params;
+      const [retried] = await pgwake.retry([id]);
+      if (retried) return { status: 200, body: { job: jobJson(retried) } };
+      const job = await pgwake.getJob(id);
+      if (!job) throw jobNotFound(id);
+      throw new ApiError(
+        409,
+        "CONFLICT",
+        `job ${id} is ${job.status}: only failed or cancelled jobs can be retried`,
         {
-          details: problems.slice(0, 50),
+          details: {
+            status: job.status,
+            retryable: TERMINAL_STATUSES.filter((s) => s !== "completed"),
+          },
         },
       );
-    }
-    // (queue, key) order: concurrent batches sharing keys then lock them in the same order.
-    const ordered = [...prepared].sort(compareLockOrder);
-    const results = await pgwake.enqueueMany(ordered.map((p) => p.job));
-    const items = new Array<{ job: ReturnType<typeof jobJson>; duplicate: boolean }>(
-      ordered.length,
-    );
-    let created = 0;
-    ordered.forEach((p, i) => {
-      const result = results[i]!;
-      if (!result.duplicate) {
-        created++;
-        deps.metrics.enqueued.inc({ queue: result.job.queue, task: result.job.task });
-      }
-      items[p.index] = { job: jobJson(result.job), duplicate: result.duplicate };
-    });
-    return c.json({ items, created, duplicates: items.length - created }, created > 0 ? 201 : 200);
-  });
-
-  app.get("/jobs", async (c) => {
-    const query = parseOr400(ListJobsQuerySchema, c.req.query(), "query");
-    const page = await listJobs(pgwake.pool, deps.sql, {
-      ...(query.queue !== undefined ? { queue: query.queue } : {}),
-      ...(query.task !== undefined ? { task: query.task } : {}),
-      ...(query.status !== undefined ? { statuses: query.status } : {}),
-      ...(query.cursor !== undefined ? { beforeId: query.cursor } : {}),
-      limit: query.limit ?? DEFAULT_PAGE,
-    });
-    return c.json({
-      jobs: page.jobs.map(jobJson),
-      nextCursor: page.nextBeforeId === null ? null : String(page.nextBeforeId),
-    });
-  });
-
-  app.get("/jobs/:id", async (c) => {
-    const id = parseId(c.req.param("id"));
-    const job = await pgwake.getJob(id);
-    if (!job) throw jobNotFound(id);
-    return c.json(jobJson(job));
-  });
-
-  app.get("/jobs/:id/events", async (c) => {
-    const id = parseId(c.req.param("id"));
-    const query = parseOr400(EventsQuerySchema, c.req.query(), "query");
-    const page = await pgwake.timeline(id, {
-      after: query.cursor ?? 0,
-      limit: query.limit ?? DEFAULT_EVENTS_PAGE,
-    });
-    if (!page) throw jobNotFound(id);
-    return c.json({
-      events: page.events.map(eventJson),
-      nextCursor: page.nextCursor === null ? null : String(page.nextCursor),
-    });
-  });
-
-  app.post("/jobs/:id/cancel", async (c) => {
-    const id = parseId(c.req.param("id"));
-    const body = parseOr400(
-      CancelBodySchema,
-      (await readJson(c, deps.bodyLimitBytes, { optional: true })) ?? {},
-      "body",
-    );
-    const unstorable = body.reason === undefined ? null : findUnstorable(body.reason, "reason");
-    if (unstorable)
-      throw new ApiError(400, "VALIDATION_FAILED", "invalid reason", { details: [unstorable] });
-    const [cancelled] = await pgwake.cancel([id], body.reason);
-    if (cancelled) return c.json({ job: jobJson(cancelled.job), was: cancelled.was });
-    const job = await pgwake.getJob(id);
-    if (!job) throw jobNotFound(id);
-    throw new ApiError(
-      409,
-      "CONFLICT",
-      `job ${id} is ${job.status}: only pending, retrying or running jobs can be cancelled`,
-      {
-        details: { status: job.status },
-      },
-    );
-  });
-
-  app.post("/jobs/:id/retry", async (c) => {
-    const id = parseId(c.req.param("id"));
-    await readJson(c, deps.bodyLimitBytes, { optional: true });
-    const [retried] = await pgwake.retry([id]);
-    if (retried) return c.json({ job: jobJson(retried) });
-    const job = await pgwake.getJob(id);
-    if (!job) throw jobNotFound(id);
-    throw new ApiError(
-      409,
-      "CONFLICT",
-      `job ${id} is ${job.status}: only failed or cancelled jobs can be retried`,
-      {
-        details: {
-          status: job.status,
-          retryable: TERMINAL_STATUSES.filter((s) => s !== "completed"),
-        },
-      },
-    );
-  });
+    },
+    byId,
+  );
 
   return app;
 }
@@ -257,15 +299,14 @@ function jobNotFound(id: number): ApiError {
   return new ApiError(404, "JOB_NOT_FOUND", `no job ${id}`);
 }
 
-function idempotencyHeader(value: string | undefined): string | undefined {
+/** The Idempotency-Key header, refused when Postgres could not store it. */
+function storableHeader(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
-  const issue: Issue | null =
-    value.length < 1 || value.length > 255
-      ? { path: "Idempotency-Key", message: "1 to 255 characters", code: "too_big" }
-      : findUnstorable(value, "Idempotency-Key");
-  if (issue)
+  const issue = findUnstorable(value, "Idempotency-Key");
+  if (issue) {
     throw new ApiError(400, "VALIDATION_FAILED", "invalid Idempotency-Key header", {
       details: [issue],
     });
+  }
   return value;
 }

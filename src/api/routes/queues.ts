@@ -1,43 +1,71 @@
-import { type Context, Hono } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { DEFAULT_QUEUE } from "../../jobs/enqueue.ts";
 import { queueStats } from "../../jobs/queueStats.ts";
 import type { ApiDeps } from "../context.ts";
+import { queueRouteDefinitions } from "../definitions/queues.ts";
 import { ApiError } from "../errors.ts";
-import { QUEUE_NAME } from "../schemas.ts";
+import { mountRoute } from "../route.ts";
+import { queueJson, queueSettingsJson } from "../serialize.ts";
 import type { ApiEnv } from "../types.ts";
 
 /** Queue routes: stats of every queue, pause and resume. */
-export function queueRoutes(deps: ApiDeps): Hono<ApiEnv> {
-  const app = new Hono<ApiEnv>();
+export function queueRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
+  const app = new OpenAPIHono<ApiEnv>();
+  const routes = queueRouteDefinitions(deps);
+  const options = { access: "key", database: true } as const;
 
-  app.get("/queues", async (c) => {
+  /**
+   * Pausing or resuming a name nobody knows is refused: a misspelt name would otherwise leave
+   * a settings row that shows as a queue in `/queues` and the metrics for ever. Known: a queue
+   * `/queues` lists (jobs, a worker, a setting), the default queue, or a known task's queue.
+   */
+  async function requireKnown(name: string): Promise<void> {
+    if (name === DEFAULT_QUEUE) return;
+    for (const task of deps.pgwake.tasks) if (task.queue === name) return;
     const queues = await queueStats(deps.pgwake.pool, deps.sql);
-    return c.json({ queues });
-  });
+    if (queues.some((queue) => queue.name === name)) return;
+    throw new ApiError(
+      404,
+      "QUEUE_NOT_FOUND",
+      `no queue "${name}" is known; to pause it before its first job, add ?create=true`,
+      { details: { knownQueues: queues.map((queue) => queue.name).slice(0, 100) } },
+    );
+  }
 
-  const setPaused = (paused: boolean) =>
-    async function setQueuePaused(c: Context<ApiEnv>) {
-      const name = c.req.param("name") ?? "";
-      if (!QUEUE_NAME.test(name)) {
-        throw new ApiError(400, "VALIDATION_FAILED", "invalid queue name", {
-          details: [
-            {
-              path: "name",
-              message: "a queue name: 1-128 of A-Z a-z 0-9 _ . : -",
-              code: "invalid_format",
-            },
-          ],
-        });
-      }
-      const settings = paused
-        ? await deps.pgwake.pauseQueue(name)
-        : await deps.pgwake.resumeQueue(name);
-      return c.json({
-        name: settings.name,
-        paused: settings.paused,
-        updatedAt: settings.updatedAt.toISOString(),
-      });
-    };
-  app.post("/queues/:name/pause", setPaused(true));
-  app.post("/queues/:name/resume", setPaused(false));
+  mountRoute(
+    app,
+    deps,
+    routes.listQueues,
+    async () => {
+      const queues = await queueStats(deps.pgwake.pool, deps.sql);
+      return { status: 200, body: { queues: queues.map(queueJson) } };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.pauseQueue,
+    async (_c, { params, query }) => {
+      if (query.create !== "true") await requireKnown(params.name);
+      const settings = await deps.pgwake.pauseQueue(params.name);
+      return { status: 200, body: queueSettingsJson(settings) };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.resumeQueue,
+    async (_c, { params }) => {
+      await requireKnown(params.name);
+      const settings = await deps.pgwake.resumeQueue(params.name);
+      return { status: 200, body: queueSettingsJson(settings) };
+    },
+    options,
+  );
+
   return app;
 }

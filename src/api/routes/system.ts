@@ -1,35 +1,45 @@
-import { Hono } from "hono";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps } from "../context.ts";
-import { ApiError } from "../errors.ts";
+import { systemRouteDefinitions } from "../definitions/system.ts";
+import { notReady } from "../errors.ts";
+import { mountRoute } from "../route.ts";
 import type { ApiEnv } from "../types.ts";
 
 /** Health, readiness, metrics and the OpenAPI document. */
-export function systemRoutes(deps: ApiDeps, openapi: () => Record<string, unknown>): Hono<ApiEnv> {
-  const app = new Hono<ApiEnv>();
+export function systemRoutes(
+  deps: ApiDeps,
+  openapi: () => Record<string, unknown>,
+): OpenAPIHono<ApiEnv> {
+  const app = new OpenAPIHono<ApiEnv>();
+  const routes = systemRouteDefinitions();
 
-  app.get("/health", (c) => c.json({ status: "ok" }));
-
-  app.get("/ready", async (c) => {
-    const state = await deps.pgwake.schemaState();
-    if (state.current !== state.latest) {
-      throw new ApiError(
-        503,
-        "NOT_READY",
-        "the database schema is not at the version this code expects: run migrations",
-        {
-          details: state,
-          headers: { "Retry-After": "5" },
-        },
-      );
-    }
-    return c.json({ status: "ready", schema: state });
+  mountRoute(app, deps, routes.health, () => ({ status: 200, body: { status: "ok" as const } }), {
+    access: "public",
   });
 
-  app.get("/metrics", async (c) => {
-    const text = await deps.metrics.render();
-    return c.body(text, 200, { "Content-Type": deps.metrics.contentType });
-  });
+  mountRoute(
+    app,
+    deps,
+    routes.ready,
+    async () => {
+      const state = await deps.readiness.state();
+      if (state.current !== state.latest) throw notReady(state);
+      return { status: 200, body: { status: "ready" as const, schema: state } };
+    },
+    { access: "public" },
+  );
 
-  app.get("/openapi.json", (c) => c.json(openapi()));
+  mountRoute(
+    app,
+    deps,
+    routes.metrics,
+    async (c) => {
+      const text = await deps.metrics.render();
+      return c.body(text, 200, { "Content-Type": deps.metrics.contentType });
+    },
+    { access: "metrics" },
+  );
+
+  mountRoute(app, deps, routes.openapi, (c) => c.json(openapi()), { access: "document" });
   return app;
 }
