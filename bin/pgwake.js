@@ -9,7 +9,7 @@ const MINIMUM = [22, 18];
 const [major, minor] = process.versions.node.split(".").map(Number);
 if (major < MINIMUM[0] || (major === MINIMUM[0] && minor < MINIMUM[1])) {
   process.stderr.write(
-    `pgwake needs Node.js ${MINIMUM.join(".")} or newer; this is ${process.version} (${process.execPath}).\n` +
+    `pgwake needs Node.js ${MINIMUM.join(".")} or newer; this is ${process.versions.node} (${process.execPath}).\n` +
       "Install a current Node.js (24 LTS recommended), e.g. with nvm, fnm or your package manager.\n",
   );
   process.exit(2);

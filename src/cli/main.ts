@@ -12,33 +12,28 @@ import {
   parseCommand,
   topLevelHelp,
 } from "./args.ts";
-import { api } from "./commands/api.ts";
-import { enqueue } from "./commands/enqueue.ts";
-import { jobsCancel, jobsGet, jobsList, jobsRetry } from "./commands/jobs.ts";
-import { migrate } from "./commands/migrate.ts";
-import { queuesList, queuesPause, queuesResume } from "./commands/queues.ts";
 import type { CommandContext } from "./commands/shared.ts";
-import { start } from "./commands/start.ts";
-import { stats } from "./commands/stats.ts";
-import { worker } from "./commands/worker.ts";
 import { CommandError, EXIT, UsageError } from "./errors.ts";
 import { Lifecycle, StopRequested } from "./lifecycle.ts";
 import { createCliLogger, flushLogger } from "./logging.ts";
 
-const RUNNERS: Record<string, (ctx: CommandContext) => Promise<number>> = {
-  start,
-  api,
-  worker,
-  migrate,
-  enqueue,
-  "jobs list": jobsList,
-  "jobs get": jobsGet,
-  "jobs retry": jobsRetry,
-  "jobs cancel": jobsCancel,
-  "queues list": queuesList,
-  "queues pause": queuesPause,
-  "queues resume": queuesResume,
-  stats,
+type Runner = (ctx: CommandContext) => Promise<number>;
+
+/** Each command's code, loaded when it runs: `pgwake jobs list` does not load the HTTP API. */
+const RUNNERS: Record<string, () => Promise<Runner>> = {
+  start: async () => (await import("./commands/start.ts")).start,
+  api: async () => (await import("./commands/api.ts")).api,
+  worker: async () => (await import("./commands/worker.ts")).worker,
+  migrate: async () => (await import("./commands/migrate.ts")).migrate,
+  enqueue: async () => (await import("./commands/enqueue.ts")).enqueue,
+  "jobs list": async () => (await import("./commands/jobs.ts")).jobsList,
+  "jobs get": async () => (await import("./commands/jobs.ts")).jobsGet,
+  "jobs retry": async () => (await import("./commands/jobs.ts")).jobsRetry,
+  "jobs cancel": async () => (await import("./commands/jobs.ts")).jobsCancel,
+  "queues list": async () => (await import("./commands/queues.ts")).queuesList,
+  "queues pause": async () => (await import("./commands/queues.ts")).queuesPause,
+  "queues resume": async () => (await import("./commands/queues.ts")).queuesResume,
+  stats: async () => (await import("./commands/stats.ts")).stats,
 };
 /** Commands that run until a signal: a signal is their normal, clean end. */
 const LONG_RUNNING = new Set(["start", "api", "worker"]);
@@ -105,7 +100,8 @@ export async function run(argv: string[]): Promise<number> {
 
   let code: number;
   try {
-    code = await RUNNERS[command]!({
+    const runner = await RUNNERS[command]!();
+    code = await runner({
       config,
       logger,
       lifecycle,

@@ -1,6 +1,7 @@
 import { openDatabase } from "../database.ts";
 import { buildRegistry } from "../task-module.ts";
-import { type CommandContext, curlHint, openPgwake, prepareSchema, startApi } from "./shared.ts";
+import { curlHint, startApi } from "./serve-api.ts";
+import { type CommandContext, openPgwake, prepareSchema } from "./shared.ts";
 
 /** `pgwake api`: the HTTP API only, until a signal. */
 export async function api({ config, logger, lifecycle }: CommandContext): Promise<number> {

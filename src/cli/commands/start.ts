@@ -1,13 +1,7 @@
 import { openDatabase } from "../database.ts";
 import { buildRegistry } from "../task-module.ts";
-import {
-  type CommandContext,
-  curlHint,
-  openPgwake,
-  prepareSchema,
-  startApi,
-  startWorker,
-} from "./shared.ts";
+import { curlHint, startApi } from "./serve-api.ts";
+import { type CommandContext, openPgwake, prepareSchema, startWorker } from "./shared.ts";
 
 /** `pgwake start`: migrate, then the API and a worker in one process, until a signal. */
 export async function start({ config, logger, lifecycle }: CommandContext): Promise<number> {
