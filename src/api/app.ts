@@ -34,7 +34,10 @@ export interface ApiOptions {
   bodyLimitBytes?: number;
   /** Most jobs in one `POST /jobs/batch` (default 1000). */
   batchLimit?: number;
-  /** Accept tasks this process does not know (default: true when `pgwake.tasks` is empty). */
+  /**
+   * Accept task names this process does not know (default: true when it knows none). The
+   * library's own `unknownTasks` setting applies too: the API cannot accept a name it refuses.
+   */
   acceptUnknownTasks?: boolean;
 }
 
@@ -60,7 +63,7 @@ export function createApp(options: ApiOptions): OpenAPIHono<ApiEnv> {
   if (!access.authRequired) {
     logger.warn("no API keys configured: the HTTP API is open to anyone who can reach it");
   }
-  const task = exampleTask(pgwake.tasks);
+  const task = exampleTask(pgwake);
   const deps: ApiDeps = {
     pgwake,
     sql: schemaSqlOf(pgwake),
@@ -71,7 +74,7 @@ export function createApp(options: ApiOptions): OpenAPIHono<ApiEnv> {
     accessControl: new AccessControl(access, apiKeys),
     bodyLimitBytes: options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES,
     batchLimit: options.batchLimit ?? DEFAULT_BATCH_LIMIT,
-    acceptUnknownTasks: options.acceptUnknownTasks ?? pgwake.tasks.size === 0,
+    acceptUnknownTasks: options.acceptUnknownTasks ?? pgwake.knownTaskNames().length === 0,
     exampleTask: task,
     examples: apiExamples(task, pgwake.tasks),
   };

@@ -25,18 +25,25 @@ export interface ExampleTask {
   payload: unknown;
 }
 
+/** What the examples need to know of the server's tasks (a `Pgwake` has it). */
+export interface KnownTasks {
+  tasks: TaskRegistry;
+  knownTaskNames(): string[];
+}
+
 /**
- * `demo.echo` when the server knows it (or accepts any task), else the first known task that
- * has an example payload, else the first known task: so "Try it out" works on this server.
+ * `demo.echo` when the server knows it (or accepts any task), else the first task it runs that
+ * has an example payload, else the first name it knows: so "Try it out" works on this server.
  */
-export function exampleTask(tasks: TaskRegistry): ExampleTask {
-  const echo = tasks.get("demo.echo");
-  if (echo || tasks.size === 0) {
+export function exampleTask(known: KnownTasks): ExampleTask {
+  const names = known.knownTaskNames();
+  const echo = known.tasks.get("demo.echo");
+  if (echo || names.length === 0 || names.includes("demo.echo")) {
     return { name: "demo.echo", payload: echo?.example ?? { hello: "world" } };
   }
-  const all = [...tasks];
-  const chosen = all.find((task) => task.example !== undefined) ?? all[0]!;
-  return { name: chosen.name, payload: chosen.example ?? {} };
+  const withExample = [...known.tasks].find((task) => task.example !== undefined);
+  if (withExample) return { name: withExample.name, payload: withExample.example };
+  return { name: names[0]!, payload: {} };
 }
 
 const T0 = "2025-01-01T12:00:00.000Z";

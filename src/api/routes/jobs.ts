@@ -56,9 +56,9 @@ export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         },
       );
     }
-    if (!deps.acceptUnknownTasks && !pgwake.tasks.has(body.task)) {
+    if (!deps.acceptUnknownTasks && !pgwake.knowsTask(body.task)) {
       throw new ApiError(422, "UNKNOWN_TASK", `unknown task "${body.task}"`, {
-        details: { knownTasks: pgwake.tasks.names() },
+        details: { knownTasks: pgwake.knownTaskNames() },
       });
     }
     const job: NewJob = {
