@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { TimestampSchema } from "../api/schemas.ts";
 import type { Job } from "../jobs/types.ts";
 import type { ScheduleDetails, SchedulePage, TriggeredSchedule } from "./store.ts";
 import {
@@ -14,7 +15,9 @@ import {
 // The JSON shapes of schedules, shared by the HTTP API (these schemas document its answers) and
 // `pgwake schedules … --json`: camelCase, times as ISO 8601 strings.
 
-const time = z.iso.datetime().meta({ example: "2025-01-01T02:30:00.000Z" });
+const time = TimestampSchema;
+/** A named schema or null (`.nullable()` on a named schema documents a type that refuses null). */
+const orNull = <S extends z.ZodType>(schema: S) => z.union([schema, z.null()]);
 
 export const ScheduleJsonSchema = z
   .object({
@@ -31,10 +34,10 @@ export const ScheduleJsonSchema = z
     catchUpLimit: z.int(),
     overlap: z.enum(OVERLAP_POLICIES),
     paused: z.boolean(),
-    nextRunAt: time.nullable().meta({
+    nextRunAt: orNull(time).meta({
       description: "The next tick to decide (in the past while catching up; null until planned).",
     }),
-    lastTickAt: time.nullable(),
+    lastTickAt: orNull(time),
     lastJobId: z.int().nullable(),
     invalidReason: z.string().nullable(),
     definedBy: z.enum(SCHEDULE_SOURCES),
@@ -56,8 +59,8 @@ const RunJobSchema = z
     attempts: z.int(),
     maxAttempts: z.int(),
     createdAt: time,
-    startedAt: time.nullable(),
-    finishedAt: time.nullable(),
+    startedAt: orNull(time),
+    finishedAt: orNull(time),
     lastError: z.unknown().nullable(),
   })
   .meta({ id: "ScheduleRunJob" });
@@ -74,7 +77,7 @@ export const ScheduleRunJsonSchema = z
     jobId: z.int().nullable(),
     lateMs: z.int().nullable(),
     decidedAt: time,
-    job: RunJobSchema.nullable().meta({ description: "The job now; null when skipped or gone." }),
+    job: orNull(RunJobSchema).meta({ description: "The job now; null when skipped or gone." }),
   })
   .meta({ id: "ScheduleRun" });
 
@@ -100,7 +103,7 @@ export const TriggerResultJsonSchema = z
       runAt: time,
       createdAt: time,
     }),
-    run: ScheduleRunJsonSchema.omit({ job: true }).nullable(),
+    run: orNull(ScheduleRunJsonSchema.omit({ job: true }).meta({ id: "ScheduleManualRun" })),
     duplicate: z.boolean(),
   })
   .meta({ id: "ScheduleTrigger" });

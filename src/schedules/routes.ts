@@ -1,14 +1,12 @@
 import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
-import type { Context, Next } from "hono";
 import { z } from "zod";
+import type { ApiDeps } from "../api/context.ts";
 import { ApiError, toApiError } from "../api/errors.ts";
-import { readJson } from "../api/middleware/body.ts";
+import { bodyRefusals, failure, jsonResponse } from "../api/responses.ts";
+import { mountRoute } from "../api/route.ts";
 import type { ApiEnv } from "../api/types.ts";
-import type { SchemaSql } from "../db/sql.ts";
-import type { Queryable } from "../db/types.ts";
 import { PgwakeError } from "../errors.ts";
-import type { TaskRegistry } from "../tasks.ts";
-import { SchedulePatchSchema, ScheduleSpecSchema } from "./definition.ts";
+import { SchedulePatchSchema, type ScheduleSpec, ScheduleSpecSchema } from "./definition.ts";
 import {
   ScheduleDetailsJsonSchema,
   ScheduleJsonSchema,
@@ -30,36 +28,48 @@ import {
   triggerSchedule,
   updateSchedule,
 } from "./store.ts";
-import { SCHEDULE_SOURCES } from "./types.ts";
+import { SCHEDULE_DEFAULTS, SCHEDULE_SOURCES } from "./types.ts";
 
-/** What the schedule routes need; the app passes its pool, schema and task registry. */
-export interface ScheduleRouteDeps {
-  db: Queryable;
-  sql: SchemaSql;
-  /** Known tasks: payloads are checked and task defaults applied. */
-  tasks?: TaskRegistry;
-  /** Accept schedules of tasks `tasks` does not know (default true). */
-  acceptUnknownTasks?: boolean;
-  /** Largest request body in bytes (default 1 MiB). */
-  bodyLimitBytes?: number;
-}
+/** The tag of the schedule operations (the document must declare it). */
+export const SCHEDULES_TAG = {
+  name: "schedules",
+  description:
+    "Recurring jobs: cron expressions in a time zone, with catch-up and overlap policies; exactly one job per tick across all workers.",
+};
 
 const NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
-const TAG = "Schedules";
+const EXAMPLE_NAME = "nightly-report";
+const EXAMPLE_TIME = "2025-01-01T01:30:00.000Z";
 
 const NameParamsSchema = z.object({
   name: z
     .string()
     .regex(NAME, "a schedule name: 1-128 of A-Z a-z 0-9 _ . : -")
-    .meta({ param: { name: "name", in: "path" }, example: "nightly-report" }),
+    .meta({ param: { name: "name", in: "path" }, example: EXAMPLE_NAME }),
 });
 
 const ListQuerySchema = z.strictObject({
-  after: z.string().max(128).optional().meta({ description: "The previous page's nextCursor." }),
-  limit: z.coerce.number().int().min(1).max(500).optional().meta({ description: "Default 50." }),
-  task: z.string().max(128).optional(),
-  paused: z.enum(["true", "false"]).optional(),
-  definedBy: z.enum(SCHEDULE_SOURCES).optional(),
+  after: z
+    .string()
+    .max(128)
+    .optional()
+    .meta({ description: "The previous page's nextCursor.", example: "a" }),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(500)
+    .optional()
+    .meta({ description: "Schedules per page (default 50).", example: 50 }),
+  task: z.string().max(128).optional().meta({ description: "Only schedules of this task." }),
+  paused: z
+    .enum(["true", "false"])
+    .optional()
+    .meta({ description: "Only paused (or active) ones." }),
+  definedBy: z
+    .enum(SCHEDULE_SOURCES)
+    .optional()
+    .meta({ description: "Only those defined this way." }),
 });
 
 const DetailsQuerySchema = z.strictObject({
@@ -69,14 +79,14 @@ const DetailsQuerySchema = z.strictObject({
     .min(0)
     .max(100)
     .optional()
-    .meta({ description: "Newest runs shown (default 10)." }),
+    .meta({ description: "Newest runs shown (default 10).", example: 10 }),
   upcoming: z.coerce
     .number()
     .int()
     .min(0)
     .max(100)
     .optional()
-    .meta({ description: "Next times shown (default 5)." }),
+    .meta({ description: "Next times shown (default 5).", example: 5 }),
 });
 
 const DeleteQuerySchema = z.strictObject({
@@ -91,239 +101,405 @@ const TriggerBodySchema = z
       description: "A repeated trigger with the same key returns the first trigger's job.",
     }),
   })
-  .meta({ id: "ScheduleTriggerRequest" });
+  .meta({ id: "ScheduleTriggerRequest", example: { idempotencyKey: "deploy-2025-01-01" } });
 
-const ErrorSchema = z.object({
-  error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+const invalid = (field: string, message: string) =>
+  failure(
+    "A parameter or field is invalid (VALIDATION_FAILED, one issue per field; nothing was changed) or the body is not JSON (INVALID_JSON)",
+    ["VALIDATION_FAILED", "INVALID_JSON"],
+    {
+      message: `invalid schedule: ${field}: ${message}`,
+      details: [{ path: field, message, code: "custom" }],
+    },
+  );
+const invalidCron = invalid("cron", '"61 * * * *": Invalid value for minute: 61');
+const invalidName = invalid("name", "a schedule name: 1-128 of A-Z a-z 0-9 _ . : -");
+const notFound = failure("No schedule has this name", ["NOT_FOUND"], {
+  message: `no schedule named "${EXAMPLE_NAME}"`,
+  details: { name: EXAMPLE_NAME },
 });
-
-const json = <S extends z.ZodType>(schema: S, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
-});
-const failure = (description: string) => json(ErrorSchema, description);
-
-const bad = failure(
-  "Invalid input (VALIDATION_FAILED, INVALID_JSON): an invalid cron expression, an unknown time zone…",
-);
-const missing = failure("No schedule has this name (NOT_FOUND).");
-const conflict = failure(
-  "CONFLICT: the name is taken, the schedule is defined in code, or it changed meanwhile.",
-);
+const conflict = (message: string, reason: string) =>
+  failure(
+    "Refused by the schedule's state: the name is taken, it is defined in code, or it changed meanwhile",
+    ["CONFLICT"],
+    { message, details: { reason } },
+  );
 const unprocessable = failure(
-  "The task is unknown (UNKNOWN_TASK) or the payload does not fit its schema (INVALID_PAYLOAD).",
+  "The task is unknown here (UNKNOWN_TASK) or the payload does not fit its schema (INVALID_PAYLOAD)",
+  ["UNKNOWN_TASK", "INVALID_PAYLOAD"],
+  { message: 'unknown task "send-reprot"' },
 );
 
-/** The schedule operations as OpenAPI route definitions (documented and validated from these). */
-export const scheduleRouteDefinitions = {
-  create: createRoute({
-    method: "post",
-    path: "/schedules",
-    tags: [TAG],
-    summary: "Create a schedule",
-    description:
-      "Nothing is created when any field is invalid; the first tick is the first after now.",
-    request: {
-      body: { content: { "application/json": { schema: ScheduleSpecSchema } }, required: true },
-    },
-    responses: {
-      201: json(ScheduleJsonSchema, "Created."),
-      400: bad,
-      409: conflict,
-      422: unprocessable,
-    },
-  }),
-  list: createRoute({
-    method: "get",
-    path: "/schedules",
-    tags: [TAG],
-    summary: "List schedules in name order",
-    request: { query: ListQuerySchema },
-    responses: { 200: json(SchedulePageJsonSchema, "A page of schedules."), 400: bad },
-  }),
-  get: createRoute({
-    method: "get",
-    path: "/schedules/{name}",
-    tags: [TAG],
-    summary: "A schedule with its next times and its newest runs and their jobs",
-    request: { params: NameParamsSchema, query: DetailsQuerySchema },
-    responses: { 200: json(ScheduleDetailsJsonSchema, "The schedule."), 400: bad, 404: missing },
-  }),
-  update: createRoute({
-    method: "patch",
-    path: "/schedules/{name}",
-    tags: [TAG],
-    summary: "Change a schedule",
-    description:
-      "Fields left out keep their value; null resets a job option. A new expression or zone starts at its next tick after now. A code-defined schedule only takes `paused`.",
-    request: {
-      params: NameParamsSchema,
-      body: { content: { "application/json": { schema: SchedulePatchSchema } }, required: true },
-    },
-    responses: {
-      200: json(ScheduleJsonSchema, "The schedule as changed."),
-      400: bad,
-      404: missing,
-      409: conflict,
-      422: unprocessable,
-    },
-  }),
-  delete: createRoute({
-    method: "delete",
-    path: "/schedules/{name}",
-    tags: [TAG],
-    summary: "Delete a schedule and its run records (its jobs stay)",
-    request: { params: NameParamsSchema, query: DeleteQuerySchema },
-    responses: {
-      200: json(ScheduleJsonSchema, "The deleted schedule."),
-      400: bad,
-      404: missing,
-      409: conflict,
-    },
-  }),
-  pause: createRoute({
-    method: "post",
-    path: "/schedules/{name}/pause",
-    tags: [TAG],
-    summary: "Pause a schedule",
-    request: { params: NameParamsSchema },
-    responses: { 200: json(ScheduleJsonSchema, "The paused schedule."), 400: bad, 404: missing },
-  }),
-  resume: createRoute({
-    method: "post",
-    path: "/schedules/{name}/resume",
-    tags: [TAG],
-    summary: "Resume a schedule (ticks missed while paused follow its catch-up policy)",
-    request: { params: NameParamsSchema },
-    responses: { 200: json(ScheduleJsonSchema, "The resumed schedule."), 400: bad, 404: missing },
-  }),
-  trigger: createRoute({
-    method: "post",
-    path: "/schedules/{name}/trigger",
-    tags: [TAG],
-    summary: "Make the schedule's job now (also when paused, whatever its overlap policy)",
-    request: {
-      params: NameParamsSchema,
-      body: { content: { "application/json": { schema: TriggerBodySchema } }, required: false },
-    },
-    responses: { 201: json(TriggerResultJsonSchema, "The job made."), 400: bad, 404: missing },
-  }),
-};
-
-/**
- * The schedule routes as an OpenAPIHono sub-app: mount it with `app.route("/", …)` on an app whose
- * `onError` is the project's `errorHandler`, and its operations join the OpenAPI document.
- * Errors are `ApiError`s: 400 for invalid input (an invalid cron expression or unknown time zone
- * names the field and creates nothing), 404 for an unknown schedule, 409 for conflicts.
- */
-export function scheduleRoutes(deps: ScheduleRouteDeps): OpenAPIHono<ApiEnv> {
-  const { db, sql } = deps;
-  const writeOptions = {
-    ...(deps.tasks ? { tasks: deps.tasks } : {}),
-    requireKnownTask: deps.acceptUnknownTasks === false,
-    definedBy: "http" as const,
+/** The schedule operations as route definitions: the document is generated from them. */
+export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bodyLimitBytes">) {
+  const { exampleTask, bodyLimitBytes } = deps;
+  const exampleSpec = {
+    name: EXAMPLE_NAME,
+    cron: "30 2 * * *",
+    timeZone: "Europe/Berlin",
+    task: exampleTask.name,
+    payload: exampleTask.payload,
+    catchUp: "once",
+    overlap: "skip",
+  } satisfies ScheduleSpec;
+  const exampleSchedule: z.input<typeof ScheduleJsonSchema> = {
+    name: EXAMPLE_NAME,
+    cron: exampleSpec.cron,
+    timeZone: exampleSpec.timeZone,
+    task: exampleTask.name,
+    payload: exampleTask.payload,
+    queue: null,
+    priority: null,
+    maxAttempts: null,
+    timeoutMs: null,
+    catchUp: "once",
+    catchUpLimit: SCHEDULE_DEFAULTS.catchUpLimit,
+    overlap: "skip",
+    paused: false,
+    nextRunAt: EXAMPLE_TIME,
+    lastTickAt: null,
+    lastJobId: null,
+    invalidReason: null,
+    definedBy: "http",
+    owner: null,
+    definitionHash: "9f2c4e1a7b3d5f60a8c2e4b6d8f0a1c3",
+    revision: 1,
+    ticksFired: 0,
+    ticksSkipped: 0,
+    ticksLate: 0,
+    createdAt: "2024-12-31T18:00:00.000Z",
+    updatedAt: "2024-12-31T18:00:00.000Z",
   };
-  const app = new OpenAPIHono<ApiEnv>({
-    defaultHook: (result) => {
-      if (!result.success) {
-        const where = result.target === "param" ? "path" : result.target;
-        throw validationFailed(`invalid ${where}`, result.error.issues);
-      }
-    },
+  const exampleRun = {
+    id: 1,
+    tickAt: EXAMPLE_TIME,
+    trigger: "cron" as const,
+    outcome: "fired" as const,
+    skipReason: null,
+    ticks: 1,
+    lastTickAt: EXAMPLE_TIME,
+    jobId: 1042,
+    lateMs: -1998,
+    decidedAt: "2025-01-01T01:29:58.002Z",
+  };
+  const body = <S extends z.ZodType>(schema: S, example: z.input<S>, required = true) => ({
+    content: { "application/json": { schema, example } },
+    required,
   });
-  app.use("/schedules", readBody(deps));
-  app.use("/schedules/*", readBody(deps));
+  const scheduleAnswer = (description: string, overrides: Partial<typeof exampleSchedule> = {}) =>
+    jsonResponse(description, ScheduleJsonSchema, { ...exampleSchedule, ...overrides });
+  const refusals = bodyRefusals(bodyLimitBytes);
 
-  app.openapi(scheduleRouteDefinitions.create, async (c) => {
-    const schedule = await answer(() => createSchedule(db, sql, c.req.valid("json"), writeOptions));
-    return c.json(scheduleJson(schedule), 201);
-  });
-
-  app.openapi(scheduleRouteDefinitions.list, async (c) => {
-    const query = c.req.valid("query");
-    const page = await listSchedules(db, sql, {
-      ...(query.after !== undefined ? { after: query.after } : {}),
-      ...(query.limit !== undefined ? { limit: query.limit } : {}),
-      ...(query.task !== undefined ? { task: query.task } : {}),
-      ...(query.paused !== undefined ? { paused: query.paused === "true" } : {}),
-      ...(query.definedBy !== undefined ? { definedBy: query.definedBy } : {}),
-    });
-    return c.json(schedulePageJson(page), 200);
-  });
-
-  app.openapi(scheduleRouteDefinitions.get, async (c) => {
-    const { name } = c.req.valid("param");
-    const query = c.req.valid("query");
-    const details = found(
-      name,
-      await getSchedule(db, sql, name, {
-        ...(query.runs !== undefined ? { runs: query.runs } : {}),
-        ...(query.upcoming !== undefined ? { upcoming: query.upcoming } : {}),
-      }),
-    );
-    return c.json(scheduleDetailsJson(details), 200);
-  });
-
-  app.openapi(scheduleRouteDefinitions.update, async (c) => {
-    const { name } = c.req.valid("param");
-    const patch = c.req.valid("json");
-    const schedule = await answer(() => updateSchedule(db, sql, name, patch, writeOptions));
-    return c.json(scheduleJson(found(name, schedule)), 200);
-  });
-
-  app.openapi(scheduleRouteDefinitions.delete, async (c) => {
-    const { name } = c.req.valid("param");
-    const force = c.req.valid("query").force === "true";
-    const schedule = await answer(() => deleteSchedule(db, sql, name, { force }));
-    return c.json(scheduleJson(found(name, schedule)), 200);
-  });
-
-  app.openapi(scheduleRouteDefinitions.pause, async (c) => {
-    const { name } = c.req.valid("param");
-    return c.json(scheduleJson(found(name, await pauseSchedule(db, sql, name))), 200);
-  });
-
-  app.openapi(scheduleRouteDefinitions.resume, async (c) => {
-    const { name } = c.req.valid("param");
-    return c.json(scheduleJson(found(name, await resumeSchedule(db, sql, name))), 200);
-  });
-
-  app.openapi(scheduleRouteDefinitions.trigger, async (c) => {
-    const { name } = c.req.valid("param");
-    const body = c.req.valid("json");
-    const triggered = await answer(() =>
-      triggerSchedule(
-        db,
-        sql,
-        name,
-        body.idempotencyKey ? { idempotencyKey: body.idempotencyKey } : {},
-      ),
-    );
-    return c.json(triggerResultJson(found(name, triggered)), 201);
-  });
-
-  return app;
+  return {
+    createSchedule: createRoute({
+      method: "post",
+      path: "/schedules",
+      operationId: "createSchedule",
+      tags: [SCHEDULES_TAG.name],
+      summary: "Create a schedule",
+      description:
+        "Validates everything first: an invalid cron expression or an unknown time zone is refused with 400 naming the field, and nothing is created. The first tick is the first after now.",
+      request: { body: body(ScheduleSpecSchema, exampleSpec) },
+      responses: {
+        201: scheduleAnswer("The schedule, with its first tick"),
+        400: invalidCron,
+        409: conflict(`a schedule named "${EXAMPLE_NAME}" exists`, "exists"),
+        ...refusals,
+        422: unprocessable,
+      },
+    }),
+    listSchedules: createRoute({
+      method: "get",
+      path: "/schedules",
+      operationId: "listSchedules",
+      tags: [SCHEDULES_TAG.name],
+      summary: "List schedules in name order",
+      request: { query: ListQuerySchema },
+      responses: {
+        200: jsonResponse("A page of schedules", SchedulePageJsonSchema, {
+          schedules: [exampleSchedule],
+          nextCursor: null,
+        }),
+        400: invalid("limit", "Too big: expected number to be <=500"),
+      },
+    }),
+    pauseSchedule: createRoute({
+      method: "post",
+      path: "/schedules/{name}/pause",
+      operationId: "pauseSchedule",
+      tags: [SCHEDULES_TAG.name],
+      summary: "Pause a schedule",
+      description: "No tick fires until it is resumed. Jobs already made stay.",
+      request: { params: NameParamsSchema },
+      responses: {
+        200: scheduleAnswer("The paused schedule", { paused: true }),
+        400: invalidName,
+        404: notFound,
+      },
+    }),
+    resumeSchedule: createRoute({
+      method: "post",
+      path: "/schedules/{name}/resume",
+      operationId: "resumeSchedule",
+      tags: [SCHEDULES_TAG.name],
+      summary: "Resume a schedule",
+      description:
+        "Ticks that came while it was paused follow its catch-up policy on the next pass.",
+      request: { params: NameParamsSchema },
+      responses: {
+        200: scheduleAnswer("The resumed schedule"),
+        400: invalidName,
+        404: notFound,
+      },
+    }),
+    triggerSchedule: createRoute({
+      method: "post",
+      path: "/schedules/{name}/trigger",
+      operationId: "triggerSchedule",
+      tags: [SCHEDULES_TAG.name],
+      summary: "Make the schedule's job now",
+      description:
+        "Also when paused, whatever its overlap policy; recorded as a manual run. The body is optional.",
+      request: {
+        params: NameParamsSchema,
+        body: body(TriggerBodySchema, { idempotencyKey: "deploy-2025-01-01" }, false),
+      },
+      responses: {
+        201: jsonResponse(
+          "The job made (or the first one made with this key)",
+          TriggerResultJsonSchema,
+          {
+            job: {
+              id: 1043,
+              queue: "default",
+              task: exampleTask.name,
+              status: "pending",
+              runAt: "2025-01-01T09:12:00.000Z",
+              createdAt: "2025-01-01T09:12:00.000Z",
+            },
+            run: {
+              ...exampleRun,
+              id: 2,
+              tickAt: "2025-01-01T09:12:00.000Z",
+              lastTickAt: "2025-01-01T09:12:00.000Z",
+              trigger: "manual",
+              jobId: 1043,
+              lateMs: 0,
+              decidedAt: "2025-01-01T09:12:00.000Z",
+            },
+            duplicate: false,
+          },
+        ),
+        400: invalidName,
+        404: notFound,
+        ...refusals,
+      },
+    }),
+    getSchedule: createRoute({
+      method: "get",
+      path: "/schedules/{name}",
+      operationId: "getSchedule",
+      tags: [SCHEDULES_TAG.name],
+      summary: "A schedule, its next times, its newest runs and their jobs",
+      request: { params: NameParamsSchema, query: DetailsQuerySchema },
+      responses: {
+        200: jsonResponse("The schedule", ScheduleDetailsJsonSchema, {
+          schedule: {
+            ...exampleSchedule,
+            lastTickAt: EXAMPLE_TIME,
+            lastJobId: 1042,
+            ticksFired: 1,
+          },
+          upcoming: ["2025-01-02T01:30:00.000Z", "2025-01-03T01:30:00.000Z"],
+          runs: [
+            {
+              ...exampleRun,
+              job: {
+                id: 1042,
+                status: "completed",
+                attempts: 1,
+                maxAttempts: 10,
+                createdAt: "2025-01-01T01:29:58.002Z",
+                startedAt: "2025-01-01T01:30:00.004Z",
+                finishedAt: "2025-01-01T01:30:01.250Z",
+                lastError: null,
+              },
+            },
+          ],
+        }),
+        400: invalidName,
+        404: notFound,
+      },
+    }),
+    updateSchedule: createRoute({
+      method: "patch",
+      path: "/schedules/{name}",
+      operationId: "updateSchedule",
+      tags: [SCHEDULES_TAG.name],
+      summary: "Change a schedule",
+      description:
+        "Fields left out keep their value; null resets a job option to the default. A new expression or zone starts at its next tick after now; other changes keep the schedule's place. A code-defined schedule only takes `paused` here.",
+      request: {
+        params: NameParamsSchema,
+        body: body(SchedulePatchSchema, { cron: "0 3 * * *" }),
+      },
+      responses: {
+        200: scheduleAnswer("The schedule as changed", {
+          cron: "0 3 * * *",
+          nextRunAt: "2025-01-01T02:00:00.000Z",
+          revision: 2,
+        }),
+        400: invalidCron,
+        404: notFound,
+        409: conflict(
+          `schedule "${EXAMPLE_NAME}" is defined in code (owner "default"): change it there; only pause and resume apply here`,
+          "defined_in_code",
+        ),
+        ...refusals,
+        422: unprocessable,
+      },
+    }),
+    deleteSchedule: createRoute({
+      method: "delete",
+      path: "/schedules/{name}",
+      operationId: "deleteSchedule",
+      tags: [SCHEDULES_TAG.name],
+      summary: "Delete a schedule and its run records",
+      description: "The jobs it made stay. A code-defined schedule needs `force=true`.",
+      request: { params: NameParamsSchema, query: DeleteQuerySchema },
+      responses: {
+        200: scheduleAnswer("The deleted schedule", { cron: "0 3 * * *", revision: 2 }),
+        400: invalidName,
+        404: notFound,
+        409: conflict(
+          `schedule "${EXAMPLE_NAME}" is defined in code: remove it there (a worker start would recreate it), or pause it`,
+          "defined_in_code",
+        ),
+      },
+    }),
+  };
 }
 
 /**
- * Reads a JSON body the project's way (415 without a JSON content type, 413 over the limit,
- * INVALID_JSON when unreadable) and hands it to the route's validator, which then parses it
- * against the route's schema.
+ * The schedule routes, mounted the API's way (`mountRoute`: documented from the same definitions
+ * that validate requests, keys checked, 503 until the schema is current). Mount with
+ * `app.route("/", scheduleRoutes(deps))` and declare SCHEDULES_TAG in the document. Invalid input
+ * is 400 and changes nothing; an unknown schedule is 404; conflicts are 409.
  */
-function readBody(deps: ScheduleRouteDeps) {
-  const limit = deps.bodyLimitBytes ?? 1024 * 1024;
-  return async function readScheduleBody(c: Context<ApiEnv>, next: Next): Promise<void> {
-    const method = c.req.method;
-    const takesBody =
-      (method === "POST" && (c.req.path === "/schedules" || c.req.path.endsWith("/trigger"))) ||
-      method === "PATCH";
-    if (takesBody) {
-      const optional = c.req.path.endsWith("/trigger");
-      const body = await readJson(c, limit, { optional });
-      if (body !== undefined) c.req.bodyCache.json = Promise.resolve(body);
-    }
-    await next();
+export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
+  const app = new OpenAPIHono<ApiEnv>();
+  const routes = scheduleRouteDefinitions(deps);
+  const db = deps.pgwake.pool;
+  const { sql } = deps;
+  const writeOptions = {
+    tasks: deps.pgwake.tasks,
+    requireKnownTask: !deps.acceptUnknownTasks,
+    definedBy: "http" as const,
   };
+  const options = { access: "key", database: true, bodyName: "schedule" } as const;
+
+  mountRoute(
+    app,
+    deps,
+    routes.createSchedule,
+    async (_c, { body }) => {
+      const schedule = await answer(() => createSchedule(db, sql, body, writeOptions));
+      return { status: 201, body: scheduleJson(schedule) };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.listSchedules,
+    async (_c, { query }) => {
+      const page = await listSchedules(db, sql, {
+        ...(query.after !== undefined ? { after: query.after } : {}),
+        ...(query.limit !== undefined ? { limit: query.limit } : {}),
+        ...(query.task !== undefined ? { task: query.task } : {}),
+        ...(query.paused !== undefined ? { paused: query.paused === "true" } : {}),
+        ...(query.definedBy !== undefined ? { definedBy: query.definedBy } : {}),
+      });
+      return { status: 200, body: schedulePageJson(page) };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.pauseSchedule,
+    async (_c, { params }) => ({
+      status: 200,
+      body: scheduleJson(found(params.name, await pauseSchedule(db, sql, params.name))),
+    }),
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.resumeSchedule,
+    async (_c, { params }) => ({
+      status: 200,
+      body: scheduleJson(found(params.name, await resumeSchedule(db, sql, params.name))),
+    }),
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.triggerSchedule,
+    async (_c, { params, body }) => {
+      const key = body?.idempotencyKey;
+      const triggered = await answer(() =>
+        triggerSchedule(db, sql, params.name, key !== undefined ? { idempotencyKey: key } : {}),
+      );
+      return { status: 201, body: triggerResultJson(found(params.name, triggered)) };
+    },
+    { ...options, bodyName: "trigger" },
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.getSchedule,
+    async (_c, { params, query }) => {
+      const details = await getSchedule(db, sql, params.name, {
+        ...(query.runs !== undefined ? { runs: query.runs } : {}),
+        ...(query.upcoming !== undefined ? { upcoming: query.upcoming } : {}),
+      });
+      return { status: 200, body: scheduleDetailsJson(found(params.name, details)) };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.updateSchedule,
+    async (_c, { params, body }) => {
+      const schedule = await answer(() => updateSchedule(db, sql, params.name, body, writeOptions));
+      return { status: 200, body: scheduleJson(found(params.name, schedule)) };
+    },
+    { ...options, bodyName: "schedule update" },
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.deleteSchedule,
+    async (_c, { params, query }) => {
+      const force = query.force === "true";
+      const schedule = await answer(() => deleteSchedule(db, sql, params.name, { force }));
+      return { status: 200, body: scheduleJson(found(params.name, schedule)) };
+    },
+    options,
+  );
+
+  return app;
 }
 
 function found<T>(name: string, value: T | null): T {
@@ -350,24 +526,4 @@ async function answer<T>(operation: () => Promise<T>): Promise<T> {
     }
     throw toApiError(error);
   }
-}
-
-function validationFailed(what: string, issues: readonly z.core.$ZodIssue[]): ApiError {
-  const details = issues.slice(0, 50).map((issue) => {
-    const keys = (issue as { keys?: string[] }).keys;
-    const path = issue.path.map(String).join(".");
-    return {
-      path: path || (keys ? keys.join(",") : "(root)"),
-      message: issue.message,
-      code: issue.code,
-    };
-  });
-  return new ApiError(
-    400,
-    "VALIDATION_FAILED",
-    `${what}: ${details.map((d) => `${d.path}: ${d.message}`).join("; ")}`,
-    {
-      details,
-    },
-  );
 }
