@@ -8,7 +8,7 @@ import { SCHEMA_PATTERN } from "./db/sql.ts";
  * this table; adding a setting is adding one entry (and using its value where it applies).
  */
 
-/** The `pgwake` commands (the operator commands `jobs …`, `queues …` and `stats` included). */
+/** The `pgwake` commands (the operator commands `jobs …`, `queues …`, `stats`, `schedules …`). */
 export const COMMAND_NAMES = [
   "start",
   "api",
@@ -18,6 +18,7 @@ export const COMMAND_NAMES = [
   "jobs",
   "queues",
   "stats",
+  "schedules",
 ] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
@@ -150,7 +151,7 @@ const builtinGroups = text.toLowerCase().transform((value, ctx): BuiltinGroup[] 
 const EVERY: readonly CommandName[] = COMMAND_NAMES;
 const SERVES_API: readonly CommandName[] = ["start", "api"];
 const RUNS_JOBS: readonly CommandName[] = ["start", "worker"];
-const LOADS_TASKS: readonly CommandName[] = ["start", "api", "worker", "enqueue"];
+const LOADS_TASKS: readonly CommandName[] = ["start", "api", "worker", "enqueue", "schedules"];
 const SUBMITS: readonly CommandName[] = ["start", "api", "enqueue"];
 const LONG_RUNNING: readonly CommandName[] = ["start", "api", "worker"];
 

@@ -1,5 +1,6 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import type { FlagValues } from "../config.ts";
+import { SCHEDULE_COMMANDS } from "../schedules/cli.ts";
 import { type CommandName, defaultText, type SettingEntry, settingsOf } from "../settings.ts";
 import { UsageError } from "./errors.ts";
 
@@ -227,11 +228,18 @@ export const COMMANDS: Record<string, CommandSpec> = {
     id: "queues pause",
     command: "queues",
     summary: "pause a queue: no worker claims from it until it is resumed",
-    usage: "pgwake queues pause <name> [--json]",
+    usage: "pgwake queues pause <name> [--create] [--json]",
     description:
-      "Running jobs finish; new ones wait. A queue with no jobs and no workers is paused too (it may\n" +
-      "get jobs later), with a warning in case the name is misspelt.",
-    extra: [JSON_FLAG],
+      "Running jobs finish; new ones wait. A name no job, worker or setting has yet is refused\n" +
+      "(exit 1: a misspelt name would show as a queue for ever) unless --create is given.",
+    extra: [
+      {
+        name: "create",
+        type: "boolean",
+        description: "Pause a queue that has no jobs or workers yet.",
+      },
+      JSON_FLAG,
+    ],
     minPositionals: 1,
     maxPositionals: 1,
   },
@@ -239,12 +247,18 @@ export const COMMANDS: Record<string, CommandSpec> = {
     id: "queues resume",
     command: "queues",
     summary: "resume a paused queue (wakes its workers)",
-    usage: "pgwake queues resume <name> [--json]",
-    description: "Waiting workers are woken at once.",
-    extra: [JSON_FLAG],
+    usage: "pgwake queues resume <name> [--create] [--json]",
+    description: "Waiting workers are woken at once. An unknown name is refused as for pause.",
+    extra: [
+      { name: "create", type: "boolean", description: "Accept a queue no one knows yet." },
+      JSON_FLAG,
+    ],
     minPositionals: 1,
     maxPositionals: 1,
   },
+  ...Object.fromEntries(
+    Object.values(SCHEDULE_COMMANDS).map((spec) => [spec.id, { ...spec, command: "schedules" }]),
+  ),
   stats: {
     id: "stats",
     command: "stats",
@@ -263,6 +277,10 @@ export const GROUPS: Record<string, { summary: string; fallback?: string }> = {
     summary: "list queues, pause or resume one (queues [list|pause|resume])",
     fallback: "list",
   },
+  schedules: {
+    summary: "cron schedules (schedules [list|get|create|update|delete|pause|resume|trigger])",
+    fallback: "list",
+  },
 };
 
 /** Finds the command named at the start of `argv`; the rest are its arguments. */
@@ -278,9 +296,9 @@ export function findCommand(argv: readonly string[]): { spec: CommandSpec; args:
   }
   const [action, ...args] = rest;
   const actions = subcommandsOf(name).map((s) => s.id.split(" ")[1]!);
+  if (action === "-h" || action === "--help") throw new GroupHelp(name);
   if (action === undefined || action.startsWith("-")) {
     if (group.fallback) return { spec: COMMANDS[`${name} ${group.fallback}`]!, args: rest };
-    if (action === "-h" || action === "--help") throw new GroupHelp(name);
     throw new UsageError(`pgwake ${name} needs one of: ${actions.join(", ")}`);
   }
   const spec = COMMANDS[`${name} ${action}`];

@@ -4,6 +4,7 @@ import { EmbeddedPostgresError } from "../embedded.ts";
 import { PgwakeError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import {
+  COMMANDS,
   type CommandSpec,
   commandHelp,
   findCommand,
@@ -13,6 +14,9 @@ import {
   topLevelHelp,
 } from "./args.ts";
 import type { CommandContext } from "./commands/shared.ts";
+
+const SCHEDULE_COMMAND_IDS = Object.keys(COMMANDS).filter((id) => id.startsWith("schedules "));
+
 import { CommandError, EXIT, UsageError } from "./errors.ts";
 import { Lifecycle, StopRequested } from "./lifecycle.ts";
 import { createCliLogger, flushLogger } from "./logging.ts";
@@ -34,6 +38,12 @@ const RUNNERS: Record<string, () => Promise<Runner>> = {
   "queues pause": async () => (await import("./commands/queues.ts")).queuesPause,
   "queues resume": async () => (await import("./commands/queues.ts")).queuesResume,
   stats: async () => (await import("./commands/stats.ts")).stats,
+  ...Object.fromEntries(
+    SCHEDULE_COMMAND_IDS.map((id) => [
+      id,
+      async () => (await import("./commands/schedules.ts")).schedulesRunner(id),
+    ]),
+  ),
 };
 /** Commands that run until a signal: a signal is their normal, clean end. */
 const LONG_RUNNING = new Set(["start", "api", "worker"]);

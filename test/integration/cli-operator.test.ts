@@ -193,12 +193,19 @@ describe("pgwake queues and stats", () => {
     expect(resumed.out).toBe("queue mail resumed\n");
   });
 
-  it("pausing a queue nobody knows warns about the spelling", async () => {
+  it("pausing a queue nobody knows is refused unless --create (no phantom queue)", async () => {
     const typo = await text(["queues", "pause", "mial"]);
-    expect(typo.code).toBe(0);
-    expect(typo.err).toContain('queue "mial" has no jobs and no workers yet');
-    expect(typo.err).toContain("known: default, mail");
-    await text(["queues", "resume", "mial"]);
+    expect(typo.code).toBe(1);
+    expect(typo.err).toContain('no queue "mial" is known (known: default, mail)');
+    expect((await json<{ queues: { name: string }[] }>(["queues"])).out.queues).toHaveLength(2);
+    const created = await json<{ name: string; paused: boolean }>([
+      "queues",
+      "pause",
+      "reports",
+      "--create",
+    ]);
+    expect(created.out).toMatchObject({ name: "reports", paused: true });
+    expect((await text(["queues", "resume", "reports"])).code).toBe(0);
   });
 
   it("stats: totals by status, queues and workers", async () => {
@@ -208,6 +215,7 @@ describe("pgwake queues and stats", () => {
       workers: unknown[];
     }>(["stats"]);
     expect(stats.code).toBe(0);
+    expect(stats.out.queues.map((q) => q.name)).toEqual(["default", "mail", "reports"]);
     const total = Object.values(stats.out.totals).reduce((a, b) => a + b, 0);
     expect(total).toBe(3);
     expect(stats.out.totals.completed).toBe(1);
@@ -215,5 +223,25 @@ describe("pgwake queues and stats", () => {
     const table = await text(["stats"]);
     expect(table.out).toMatch(/^queues \(\d+/m);
     expect(table.out).toMatch(/^workers \(0\):/m);
+  });
+});
+
+describe("pgwake schedules (registered from src/schedules/cli.ts)", () => {
+  it("creates and lists a schedule of a known task", async () => {
+    const created = await json<{ name: string; task: string }>([
+      "schedules",
+      "create",
+      "nightly",
+      "--cron",
+      "0 3 * * *",
+      "--task",
+      "demo.echo",
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.out).toMatchObject({ name: "nightly", task: "demo.echo" });
+    const listed = await json<{ schedules: { name: string }[] }>(["schedules"]);
+    expect(listed.out.schedules.map((s) => s.name)).toEqual(["nightly"]);
+    const help = await text(["schedules", "--help"]);
+    expect(help.out).toMatch(/schedules trigger/);
   });
 });

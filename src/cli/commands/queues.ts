@@ -1,6 +1,7 @@
+import { DEFAULT_QUEUE } from "../../jobs/enqueue.ts";
 import type { QueueStats } from "../../jobs/queueStats.ts";
 import { JOB_STATUSES } from "../../jobs/types.ts";
-import { EXIT, UsageError } from "../errors.ts";
+import { CommandError, EXIT, UsageError } from "../errors.ts";
 import { renderTable, shortDuration } from "../table.ts";
 import { type CommandContext, openForCommand, withDatabase } from "./shared.ts";
 
@@ -38,15 +39,12 @@ async function setPaused(ctx: CommandContext, paused: boolean): Promise<number> 
     throw new UsageError(`not a queue name: ${JSON.stringify(name ?? "")}`);
   }
   const { pgwake, database } = await openForCommand(ctx);
+  // A misspelt name would leave a settings row that shows as a queue for ever (as the API does).
   const known = await withDatabase(database, () => pgwake.queueStats());
-  if (!known.some((queue) => queue.name === name)) {
+  if (name !== DEFAULT_QUEUE && !ctx.parsed.extra.create && !known.some((q) => q.name === name)) {
     const names = known.map((queue) => queue.name).join(", ") || "none yet";
-    ctx.logger.warn(
-      { queue: name, known: known.map((q) => q.name) },
-      "queue has no jobs, settings or workers yet",
-    );
-    process.stderr.write(
-      `pgwake queues: warning: queue "${name}" has no jobs and no workers yet (known: ${names}); check the spelling\n`,
+    throw new CommandError(
+      `no queue "${name}" is known (known: ${names}); to pause it before its first job, add --create`,
     );
   }
   const settings = await withDatabase(database, () =>

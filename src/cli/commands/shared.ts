@@ -6,7 +6,7 @@ import { TaskRegistry } from "../../tasks.ts";
 import type { Worker } from "../../worker/worker.ts";
 import type { ParsedCommand } from "../args.ts";
 import { type Database, openDatabase } from "../database.ts";
-import { CommandError } from "../errors.ts";
+import { CommandError, UsageError } from "../errors.ts";
 import type { Lifecycle } from "../lifecycle.ts";
 
 /** What every command gets from `main`. */
@@ -70,7 +70,7 @@ export async function prepareSchema(
 
 /** Turns a connection failure into a message that names the database (password hidden). */
 export function describeDatabaseError(error: unknown, database: Database): unknown {
-  if (error instanceof CommandError) return error;
+  if (error instanceof CommandError || error instanceof UsageError) return error;
   if (error instanceof PgwakeError) return new CommandError(error.message, { cause: error });
   const code = (error as { code?: string }).code;
   const message = (error as Error).message || code || String(error);
