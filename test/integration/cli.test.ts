@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -6,7 +7,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runningServer } from "../../src/embedded.ts";
-import { finished, killAll, pgwake, type Run } from "../fixtures/cli/spawn.ts";
+import { BIN, finished, killAll, pgwake, type Run } from "../fixtures/cli/spawn.ts";
 import { databaseUrl } from "../helpers/db.ts";
 import { freePort } from "../helpers/postgres.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -460,3 +461,30 @@ describe("zero-setup: pgwake start without DATABASE_URL", () => {
     expect(run.stderr()).toContain("holds no Postgres cluster (no PG_VERSION file)");
   });
 });
+
+describe("bin/pgwake.js on an unsupported Node", () => {
+  it("stops with a clear message and exit 2 (Node 22.12 used to die on a .ts extension)", async () => {
+    // The version Node reports is changed before bin/pgwake.js runs, as 22.12 would report it.
+    const run = spawnNode([
+      "--import",
+      'data:text/javascript,Object.defineProperty(process.versions,"node",{value:"22.12.0"})',
+      BIN,
+      "--help",
+    ]);
+    const { code, stderr } = await run;
+    expect(code).toBe(2);
+    expect(stderr).toContain("pgwake needs Node.js 22.18 or newer; this is 22.12.0");
+    expect(stderr).not.toMatch(/ERR_|\.ts/);
+  });
+});
+
+function spawnNode(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr += chunk;
+    });
+    child.on("close", (code) => resolve({ code, stderr }));
+  });
+}

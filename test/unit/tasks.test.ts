@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { defineTask, PgwakeError, TaskRegistry } from "../../src/index.ts";
+import {
+  createLogger,
+  defineTask,
+  defineTaskReference,
+  Pgwake,
+  PgwakeError,
+  TaskRegistry,
+} from "../../src/index.ts";
 
 const email = defineTask({
   name: "send-email",
@@ -80,5 +87,78 @@ describe("TaskRegistry", () => {
   it("says UNKNOWN_TASK for a task it does not know", () => {
     const registry = new TaskRegistry([free]);
     expect(codeOf(() => registry.parsePayload("send-email", {}))).toBe("UNKNOWN_TASK");
+  });
+});
+
+describe("Pgwake: task names it knows are not defined", () => {
+  const invoice = defineTaskReference({
+    name: "billing.invoice",
+    schema: z.object({ invoiceId: z.int() }),
+    queue: "billing",
+  });
+  // No connection is made: prepare() checks a job before anything is sent.
+  const unreachable = "postgres://nobody@127.0.0.1:1/none";
+
+  it("refuses an unknown name with UNKNOWN_TASK, naming the known tasks", () => {
+    const pgwake = new Pgwake({ connectionString: unreachable, tasks: [email, invoice] });
+    let caught: unknown;
+    try {
+      pgwake.untyped().prepare({ task: "send-emial", payload: {} });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(PgwakeError);
+    expect((caught as PgwakeError).code).toBe("UNKNOWN_TASK");
+    expect((caught as PgwakeError).details).toEqual({
+      task: "send-emial",
+      knownTasks: ["billing.invoice", "send-email"],
+    });
+    void pgwake.close();
+  });
+
+  it("validates a referenced task's payload and applies its defaults; a worker never gets it", () => {
+    const pgwake = new Pgwake({ connectionString: unreachable, tasks: [email, invoice] });
+    expect(pgwake.prepare({ task: "billing.invoice", payload: { invoiceId: 7 } })).toMatchObject({
+      queue: "billing",
+      payload: { invoiceId: 7 },
+    });
+    expect(codeOf(() => pgwake.prepare({ task: "billing.invoice", payload: {} }))).toBe(
+      "INVALID_PAYLOAD",
+    );
+    expect(pgwake.tasks.names()).toEqual(["send-email"]);
+    expect(pgwake.knowsTask("billing.invoice")).toBe(true);
+    void pgwake.close();
+  });
+
+  it("warns once per name and accepts it with unknownTasks: warn", () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger(
+      { level: "warn" },
+      { write: (line: string) => lines.push(JSON.parse(line)) },
+    );
+    const pgwake = new Pgwake({
+      connectionString: unreachable,
+      tasks: [email],
+      unknownTasks: "warn",
+      logger,
+    });
+    const job = pgwake.untyped().prepare({ task: "elsewhere", payload: { a: 1 } });
+    pgwake.untyped().prepare({ task: "elsewhere" });
+    expect(job).toMatchObject({ task: "elsewhere", payload: { a: 1 } });
+    expect(lines.filter((l) => l.task === "elsewhere")).toHaveLength(1);
+    void pgwake.close();
+  });
+
+  it("accepts any name when it knows no task at all", () => {
+    const pgwake = new Pgwake({ connectionString: unreachable });
+    expect(pgwake.prepare({ task: "anything" })).toEqual({ task: "anything" });
+    void pgwake.close();
+  });
+
+  it("refuses a task defined twice, as a task and as a reference", () => {
+    const twin = defineTaskReference({ name: "send-email" });
+    expect(codeOf(() => new Pgwake({ connectionString: unreachable, tasks: [email, twin] }))).toBe(
+      "INVALID_OPTIONS",
+    );
   });
 });
