@@ -5,7 +5,7 @@ import type { SchemaSql } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import { PgwakeError } from "../errors.ts";
 import type { TaskRegistry } from "../tasks.ts";
-import type { ScheduleSpec } from "./definition.ts";
+import type { ScheduleSpec, TaskKnowledge } from "./definition.ts";
 import { scheduleDetailsJson, scheduleJson, schedulePageJson, triggerResultJson } from "./json.ts";
 import {
   createSchedule,
@@ -65,7 +65,12 @@ export type ScheduleCommandId =
 export interface SchedulesCliContext {
   db: Queryable;
   sql: SchemaSql;
-  /** Known tasks: payloads are checked and task defaults applied when creating. */
+  /**
+   * What this process knows about tasks (e.g. `{ prepareJob: (job) => pgwake.prepare(job) }`):
+   * payloads are checked and task defaults applied, as for an enqueue.
+   */
+  knowledge?: TaskKnowledge;
+  /** Known tasks, when `knowledge` is not given: payload schemas and task defaults. */
   tasks?: TaskRegistry;
   print: (text: string) => void;
 }
@@ -374,6 +379,10 @@ async function cliCall<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+function knowledgeOf(ctx: SchedulesCliContext): TaskKnowledge {
+  return ctx.knowledge ?? (ctx.tasks ? { tasks: ctx.tasks } : {});
+}
+
 function nameOf(args: SchedulesCliArgs): string {
   const [name] = args.positionals;
   if (!name || !/^[A-Za-z0-9_.:-]{1,128}$/.test(name)) {
@@ -549,7 +558,7 @@ export async function schedulesCreate(
       ctx.db,
       ctx.sql,
       { ...spec, name, cron: spec.cron!, task: spec.task!, paused: args.flags.paused === true },
-      { ...(ctx.tasks ? { tasks: ctx.tasks } : {}), definedBy: "cli" },
+      { ...knowledgeOf(ctx), definedBy: "cli" },
     ),
   );
   if (args.flags.json) printJson(ctx, scheduleJson(schedule));
@@ -568,9 +577,7 @@ export async function schedulesUpdate(
     throw new UsageError("nothing to change: give at least one flag");
   const schedule = found(
     name,
-    await cliCall(() =>
-      updateSchedule(ctx.db, ctx.sql, name, patch, ctx.tasks ? { tasks: ctx.tasks } : {}),
-    ),
+    await cliCall(() => updateSchedule(ctx.db, ctx.sql, name, patch, ctx.knowledge ?? {})),
   );
   if (args.flags.json) printJson(ctx, scheduleJson(schedule));
   else ctx.print(`updated schedule ${schedule.name}: ${describeNext(schedule)}\n`);

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { PgwakeError } from "../errors.ts";
+import type { NewJob } from "../jobs/enqueue.ts";
 import { findUnstorable } from "../jobs/storable.ts";
 import type { TaskRegistry } from "../tasks.ts";
 import { compileSchedule, normalizeCronExpression, normalizeTimeZone } from "./cron.ts";
@@ -162,37 +163,73 @@ export function parseOrThrow<S extends z.ZodType>(
   );
 }
 
+/** What a process knows about tasks, to check a schedule's jobs as an enqueue would. */
+export interface TaskKnowledge {
+  /**
+   * Checks a job like an enqueue does and fills in its task's defaults (`Pgwake.prepare`): the
+   * payload against the task's schema, unknown task names by the client's policy. Takes
+   * precedence over `tasks`.
+   */
+  prepareJob?: (job: NewJob) => NewJob;
+  /** Known tasks (without `prepareJob`): payload schemas and job option defaults. */
+  tasks?: TaskRegistry;
+  /** Refuse task names this process does not know (UNKNOWN_TASK). */
+  requireKnownTask?: boolean;
+  /** Which task names are known (default: those in `tasks`). */
+  knowsTask?: (name: string) => boolean;
+}
+
 /**
- * Validates a schedule and fills in its defaults; with `tasks`, a known task's payload is checked
- * against its schema and the task's job options stand in for those the schedule leaves out.
- * Throws INVALID_OPTIONS (bad settings, with every issue in `details`), INVALID_PAYLOAD or,
- * when `requireKnownTask` is set, UNKNOWN_TASK.
+ * Validates a schedule and fills in its defaults. With `prepareJob` or `tasks`, its payload is
+ * checked as a job's would be and the task's job options stand in for those the schedule leaves
+ * out (`null` keeps the engine's default). Throws INVALID_OPTIONS (bad settings, with every issue
+ * in `details`), INVALID_PAYLOAD or UNKNOWN_TASK.
  */
-export function defineSchedule(
-  spec: unknown,
-  options: { tasks?: TaskRegistry; requireKnownTask?: boolean } = {},
-): ScheduleDefinition {
+export function defineSchedule(spec: unknown, knowledge: TaskKnowledge = {}): ScheduleDefinition {
   const input = parseOrThrow(ScheduleSpecSchema, spec, "schedule");
   const unstorable = findUnstorable(input.payload, "payload");
   if (unstorable) throw invalidDefinition([unstorable]);
-  const task = options.tasks?.get(input.task);
-  if (!task && options.requireKnownTask && options.tasks) {
-    throw new PgwakeError("UNKNOWN_TASK", `unknown task "${input.task}"`);
+  if (knowledge.requireKnownTask) {
+    const known = knowledge.knowsTask
+      ? knowledge.knowsTask(input.task)
+      : (knowledge.tasks?.has(input.task) ?? true);
+    if (!known) throw new PgwakeError("UNKNOWN_TASK", `unknown task "${input.task}"`);
   }
-  const payload = task
-    ? options.tasks!.parsePayload(input.task, input.payload ?? {})
-    : (input.payload ?? {});
-  const pick = <T>(given: T | null | undefined, fallback: T | undefined): T | null =>
-    given !== undefined ? given : (fallback ?? null);
+  const given = {
+    ...(input.queue != null ? { queue: input.queue } : {}),
+    ...(input.priority != null ? { priority: input.priority } : {}),
+    ...(input.maxAttempts != null ? { maxAttempts: input.maxAttempts } : {}),
+    ...(input.timeoutMs != null ? { timeoutMs: input.timeoutMs } : {}),
+  };
+  const job: NewJob = { task: input.task, payload: input.payload ?? {}, ...given };
+  let prepared: NewJob = job;
+  if (knowledge.prepareJob) {
+    prepared = knowledge.prepareJob(job);
+  } else {
+    const task = knowledge.tasks?.get(input.task);
+    if (task) {
+      prepared = {
+        ...job,
+        payload: knowledge.tasks!.parsePayload(input.task, job.payload),
+        queue: job.queue ?? task.queue,
+        priority: job.priority ?? task.priority,
+        maxAttempts: job.maxAttempts ?? task.maxAttempts,
+        timeoutMs: job.timeoutMs ?? task.timeoutMs,
+      };
+    }
+  }
+  // An explicit null means the engine's default, not the task's.
+  const option = <K extends "queue" | "priority" | "maxAttempts" | "timeoutMs">(key: K) =>
+    input[key] === null ? null : (prepared[key] ?? null);
   const fields = {
     cron: normalizeCronExpression(input.cron),
     timeZone: normalizeTimeZone(input.timeZone ?? SCHEDULE_DEFAULTS.timeZone),
     task: input.task,
-    payload,
-    queue: pick(input.queue, task?.queue),
-    priority: pick(input.priority, task?.priority),
-    maxAttempts: pick(input.maxAttempts, task?.maxAttempts),
-    timeoutMs: pick(input.timeoutMs, task?.timeoutMs),
+    payload: prepared.payload ?? {},
+    queue: option("queue"),
+    priority: option("priority"),
+    maxAttempts: option("maxAttempts"),
+    timeoutMs: option("timeoutMs"),
     catchUp: input.catchUp ?? SCHEDULE_DEFAULTS.catchUp,
     catchUpLimit: input.catchUpLimit ?? SCHEDULE_DEFAULTS.catchUpLimit,
     overlap: input.overlap ?? SCHEDULE_DEFAULTS.overlap,

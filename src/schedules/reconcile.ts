@@ -1,8 +1,13 @@
 import type { SchemaSql } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import { PgwakeError } from "../errors.ts";
-import type { AnyTaskDefinition, TaskRegistry } from "../tasks.ts";
-import { defineSchedule, type ScheduleDefinition, type ScheduleSpec } from "./definition.ts";
+import type { AnyTaskDefinition } from "../tasks.ts";
+import {
+  defineSchedule,
+  type ScheduleDefinition,
+  type ScheduleSpec,
+  type TaskKnowledge,
+} from "./definition.ts";
 import { planSchedules } from "./sql/planSchedules.ts";
 import { type CodeScheduleChange, upsertCodeSchedules } from "./sql/upsertCodeSchedules.ts";
 
@@ -48,7 +53,7 @@ export function schedulesOfTasks(
   return specs;
 }
 
-export interface ReconcileOptions {
+export interface ReconcileOptions extends TaskKnowledge {
   /**
    * The group of deployments these definitions come from (default "default"). Services sharing
    * a schema with different task sets use different owners, so one never deletes the other's.
@@ -56,8 +61,6 @@ export interface ReconcileOptions {
   owner?: string;
   /** Delete this owner's code schedules that are no longer declared (default true). */
   prune?: boolean;
-  /** Known tasks: payloads are checked against their schemas, task defaults fill job options. */
-  tasks?: TaskRegistry;
 }
 
 export interface ReconcileResult {
@@ -96,7 +99,7 @@ export async function reconcileSchedules(
   const definitions: ScheduleDefinition[] = [];
   const seen = new Set<string>();
   for (const spec of specs) {
-    const definition = defineSchedule(spec, { tasks: options.tasks });
+    const definition = defineSchedule(spec, options);
     if (seen.has(definition.name)) {
       throw new PgwakeError("INVALID_OPTIONS", `schedule "${definition.name}" is declared twice`);
     }

@@ -6,6 +6,7 @@ import { bodyRefusals, failure, jsonResponse } from "../api/responses.ts";
 import { mountRoute } from "../api/route.ts";
 import type { ApiEnv } from "../api/types.ts";
 import { PgwakeError } from "../errors.ts";
+import type { NewJob } from "../jobs/enqueue.ts";
 import { SchedulePatchSchema, type ScheduleSpec, ScheduleSpecSchema } from "./definition.ts";
 import {
   ScheduleDetailsJsonSchema,
@@ -391,9 +392,11 @@ export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const routes = scheduleRouteDefinitions(deps);
   const db = deps.pgwake.pool;
   const { sql } = deps;
+  // Schedules are checked as the jobs they make would be: the same task knowledge and policy.
   const writeOptions = {
-    tasks: deps.pgwake.tasks,
+    prepareJob: (job: NewJob) => deps.pgwake.prepare(job),
     requireKnownTask: !deps.acceptUnknownTasks,
+    knowsTask: (name: string) => deps.pgwake.knowsTask(name),
     definedBy: "http" as const,
   };
   const options = { access: "key", database: true, bodyName: "schedule" } as const;

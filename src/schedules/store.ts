@@ -3,7 +3,6 @@ import type { Queryable } from "../db/types.ts";
 import { PgwakeError, type SerializedError } from "../errors.ts";
 import { getJob } from "../jobs/control.ts";
 import type { Job, JobStatus } from "../jobs/types.ts";
-import type { TaskRegistry } from "../tasks.ts";
 import { compileSchedule, nextTicks } from "./cron.ts";
 import {
   defineSchedule,
@@ -11,6 +10,7 @@ import {
   type SchedulePatch,
   SchedulePatchSchema,
   type ScheduleSpec,
+  type TaskKnowledge,
 } from "./definition.ts";
 import { planSchedules } from "./sql/planSchedules.ts";
 import {
@@ -42,11 +42,7 @@ export class ScheduleConflictError extends PgwakeError {
 }
 
 /** How library operations validate and label what they write. */
-export interface ScheduleWriteOptions {
-  /** Known tasks: payloads are checked against their schemas and task defaults fill job options. */
-  tasks?: TaskRegistry;
-  /** Refuse tasks `tasks` does not know (UNKNOWN_TASK). */
-  requireKnownTask?: boolean;
+export interface ScheduleWriteOptions extends TaskKnowledge {
   /** Recorded as who defined a created schedule (default "library"). */
   definedBy?: Exclude<ScheduleSource, "code" | "sql">;
 }
