@@ -2,6 +2,15 @@
 # pgwake: `docker build -t pgwake .` then `docker run -e DATABASE_URL=… pgwake worker`.
 # compose.yaml runs the whole stack (Postgres, migrate, api, scaled workers).
 
+# ---- build: the compiled package (dist/), as `npm pack` makes it ---------------------------------
+FROM node:24-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --omit=optional --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
 # ---- deps: production dependencies only --------------------------------------------------------
 FROM node:24-slim AS deps
 WORKDIR /app
@@ -19,13 +28,13 @@ ENV NODE_ENV=production \
     PGWAKE_LOG_FORMAT=json
 WORKDIR /app
 COPY --from=deps --chown=root:root /app/node_modules ./node_modules
-COPY --chown=root:root package.json ./
-COPY --chown=root:root bin ./bin
-COPY --chown=root:root db ./db
-COPY --chown=root:root src ./src
+COPY --chown=root:root package.json LICENSE ./
+COPY --chown=root:root bin/pgwake.js ./bin/pgwake.js
+COPY --chown=root:root db/migrations ./db/migrations
+COPY --from=build --chown=root:root /src/dist ./dist
 # Code owned by root, process run as the image's unprivileged `node` user: it cannot modify itself.
 USER node
 EXPOSE 3000
-# Node runs the TypeScript sources directly (type stripping); no build step.
+# The compiled JavaScript (no src/ in the image: bin/pgwake.js runs dist/).
 ENTRYPOINT ["node", "bin/pgwake.js"]
 CMD ["start"]

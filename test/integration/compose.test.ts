@@ -1,7 +1,14 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { describe, expect, it } from "vitest";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { loadConfig } from "../../src/config.ts";
+import { finished, killAll, pgwake } from "../fixtures/cli/spawn.ts";
+import { databaseUrl } from "../helpers/db.ts";
+import { freePort } from "../helpers/postgres.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 // Docker cannot run on the build machine, so compose.yaml and the Dockerfile are checked here:
 // structure, dependencies, health checks, ports, and that every pgwake service's environment is
@@ -26,12 +33,25 @@ const compose = parse(readFileSync(new URL("../../compose.yaml", import.meta.url
 }) as { services: Record<string, Service>; volumes: Record<string, unknown> };
 const { services } = compose;
 
-/** `${VAR:-default}` → default, as compose does when VAR is unset. */
-function withDefaults(env: Record<string, string> = {}): Record<string, string> {
+/**
+ * The environment compose gives a service: `${VAR:-default}` is VAR or the default; `${VAR:?msg}`
+ * is VAR, and compose refuses to start without it (`required` names those left unset).
+ */
+function withDefaults(
+  env: Record<string, string> = {},
+  shell: Record<string, string> = { PGWAKE_API_KEYS: "k-test-1" },
+): Record<string, string> {
   return Object.fromEntries(
     Object.entries(env).map(([key, value]) => [
       key,
-      String(value).replace(/\$\{[A-Z_]+:-([^}]*)\}/g, "$1"),
+      String(value)
+        .replace(/\$\{([A-Z_]+):-([^}]*)\}/g, (_m, name: string, fallback: string) =>
+          shell[name] ? shell[name] : fallback,
+        )
+        .replace(/\$\{([A-Z_]+):\?([^}]*)\}/g, (_m, name: string, message: string) => {
+          if (!shell[name]) throw new Error(`compose would refuse to start: ${message}`);
+          return shell[name];
+        }),
     ]),
   );
 }
@@ -70,6 +90,23 @@ describe("compose.yaml", () => {
     expect(withDefaults(api.environment)).toMatchObject({ HOST: "0.0.0.0", PORT: "3000" });
     const test = api.healthcheck?.test;
     expect(Array.isArray(test) ? test.join(" ") : test).toContain("http://127.0.0.1:3000/ready");
+  });
+
+  it("requires API keys: compose refuses to start the api without PGWAKE_API_KEYS", () => {
+    const api = services.api!;
+    expect(api.environment?.PGWAKE_API_KEYS).toMatch(/^\$\{PGWAKE_API_KEYS:\?.+\}$/);
+    expect(() => withDefaults(api.environment, {})).toThrow(/PGWAKE_API_KEYS/);
+    const config = loadConfig(withDefaults(api.environment, { PGWAKE_API_KEYS: "k1,k2" }));
+    expect(config.apiKeys).toEqual(["k1", "k2"]);
+  });
+
+  it("runs the demo built-ins only, the same in api and workers (http.request off)", () => {
+    const api = loadConfig(withDefaults(services.api!.environment));
+    const worker = loadConfig(withDefaults(services.worker!.environment));
+    expect(api.builtinTasks).toEqual(["demo"]);
+    expect(worker.builtinTasks).toEqual(api.builtinTasks);
+    const opted = withDefaults(services.worker!.environment, { PGWAKE_BUILTIN_TASKS: "demo,http" });
+    expect(loadConfig(opted).builtinTasks).toEqual(["demo", "http"]);
   });
 
   it("lets workers scale: no ports, no fixed container name, a stop grace above the drain", () => {
@@ -117,9 +154,15 @@ describe("Dockerfile", () => {
     expect(["root", "0"]).not.toContain(user);
   });
 
-  it("runs the pgwake command", () => {
+  it("runs the pgwake command, compiled: dist/ from a build stage, no TypeScript sources", () => {
     expect(final).toMatch(/ENTRYPOINT \["node", "bin\/pgwake\.js"\]/);
     expect(final).toMatch(/HOST=0\.0\.0\.0/);
+    const build = stages.find((stage) => stage.name === "build");
+    expect(build).toBeDefined();
+    expect(text).toMatch(/RUN npm run build/);
+    expect(final).toMatch(/^COPY --from=build [^\n]*\/dist \.\/dist$/m);
+    expect(final).not.toMatch(/^COPY [^\n]* src /m);
+    expect(final).toMatch(/^COPY [^\n]*db\/migrations/m);
   });
 
   it("copies only what runs: no tests, no dev tooling in the context", () => {
@@ -127,5 +170,55 @@ describe("Dockerfile", () => {
     for (const entry of ["node_modules", ".git", ".pgwake", "test"]) {
       expect(ignore.split("\n")).toContain(entry);
     }
+  });
+});
+
+describe("the api's compose health check, run against a real `pgwake api` with keys set", () => {
+  const schema = `t_compose_${randomBytes(3).toString("hex")}`;
+  let pool: pg.Pool;
+  beforeAll(() => {
+    pool = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
+  });
+  afterAll(async () => {
+    killAll();
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pool.end();
+  });
+
+  /** The health check's command as compose runs it in the container, on the test's port. */
+  function healthCheck(port: number): Promise<number | null> {
+    const test = services.api!.healthcheck!.test as string[];
+    expect(test.slice(0, 3)).toEqual(["CMD", "node", "-e"]);
+    const script = test[3]!.replace("127.0.0.1:3000", `127.0.0.1:${port}`);
+    return new Promise((resolve) => {
+      spawn(process.execPath, ["-e", script], { stdio: "ignore" }).on("close", resolve);
+    });
+  }
+
+  it("fails before migration and passes once the schema is current", async () => {
+    const port = await freePort();
+    const env = {
+      ...withDefaults(services.api!.environment, { PGWAKE_API_KEYS: "k-compose-test" }),
+      DATABASE_URL: databaseUrl(),
+      PGWAKE_SCHEMA: schema,
+      HOST: "127.0.0.1",
+      PORT: String(port),
+    };
+    const api = pgwake(["api"], env);
+    await waitFor(() => api.logs().some((l) => String(l.msg).includes("API is ready")), {
+      timeoutMs: 30_000,
+      message: "pgwake api to listen",
+    });
+    // Not migrated yet: not ready, so compose would not start what depends on it.
+    expect(await healthCheck(port)).toBe(1);
+    expect((await finished(pgwake(["migrate"], env))).code).toBe(0);
+    await waitFor(async () => (await healthCheck(port)) === 0, {
+      timeoutMs: 30_000,
+      message: "the health check to pass",
+    });
+    // The keys are in force: a job route without one is refused.
+    expect((await fetch(`http://127.0.0.1:${port}/jobs/1`)).status).toBe(401);
+    api.child.kill("SIGTERM");
+    expect((await finished(api)).code).toBe(0);
   });
 });
