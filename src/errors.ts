@@ -52,25 +52,53 @@ export interface SerializedError {
 }
 
 const MAX_STACK = 8_000;
+/** Longest message kept: a handler may throw a 10 MB message; the row keeps its start. */
+const MAX_MESSAGE = 8_000;
+const MAX_VALUE_JSON = 16_000;
 
-/** Turns anything a handler may throw into a JSON-safe record. */
+/**
+ * Turns anything a handler may throw into a JSON-safe record, and never throws itself: a thrown
+ * value is hostile input (a non-string `message` or `name`, throwing getters, a Proxy whose every
+ * trap throws, cycles, `null`, a 10 MB message). Every read goes through `attempt`, every text is
+ * cut to size and made storable.
+ */
 export function serializeError(thrown: unknown): SerializedError {
-  if (thrown instanceof Error) {
-    const code = (thrown as { code?: unknown }).code;
+  try {
+    return serializeUnsafe(thrown);
+  } catch {
+    return { name: "UnserializableError", message: "handler threw a value that cannot be read" };
+  }
+}
+
+function serializeUnsafe(thrown: unknown): SerializedError {
+  if (attempt(() => thrown instanceof Error, false)) {
+    const error = thrown as Error;
+    const name = text(
+      attempt(() => error.name, undefined),
+      "Error",
+    );
+    const message = text(
+      attempt(() => error.message, undefined),
+      "",
+    );
+    const code = attempt(() => (error as { code?: unknown }).code, undefined);
+    const stack = attempt(() => error.stack, undefined);
     return {
-      name: storable(thrown.name),
-      message: storable(thrown.message || thrown.name),
-      ...(typeof code === "string" ? { code: storable(code) } : {}),
-      ...(thrown.stack ? { stack: storable(thrown.stack.slice(0, MAX_STACK)) } : {}),
+      name,
+      message: message || name,
+      ...(typeof code === "string" ? { code: storable(code.slice(0, 200)) } : {}),
+      ...(typeof stack === "string" ? { stack: storable(stack.slice(0, MAX_STACK)) } : {}),
     };
   }
   let value: unknown;
   try {
-    value = JSON.parse(JSON.stringify(thrown ?? null), (_key, v: unknown) =>
-      typeof v === "string" ? storable(v) : v,
+    const json = JSON.stringify(thrown ?? null, (_key, v: unknown) =>
+      typeof v === "string" ? storable(v) : typeof v === "bigint" ? v.toString() : v,
     );
+    value =
+      json === undefined || json.length > MAX_VALUE_JSON ? text(thrown, "") : JSON.parse(json);
   } catch {
-    value = storable(String(thrown));
+    value = text(thrown, "[unreadable]");
   }
   return {
     name: "NonErrorThrown",
@@ -79,9 +107,26 @@ export function serializeError(thrown: unknown): SerializedError {
   };
 }
 
+/** `read()`, or `fallback` when reading throws (getters, Proxy traps). */
+function attempt<T>(read: () => T, fallback: T): T {
+  try {
+    return read();
+  } catch {
+    return fallback;
+  }
+}
+
+/** Any value as short storable text; `fallback` when it has none or converting it throws. */
+function text(value: unknown, fallback: string): string {
+  if (typeof value === "string") return storable(value.slice(0, MAX_MESSAGE));
+  if (value === undefined || value === null) return fallback;
+  const converted = attempt(() => String(value), fallback);
+  return storable(converted.slice(0, MAX_MESSAGE));
+}
+
 /** Text jsonb accepts: no U+0000, no lone surrogates (an error must always be recordable). */
-function storable(text: string): string {
-  return text.replaceAll("\u0000", "\\u0000").toWellFormed();
+function storable(value: string): string {
+  return value.replaceAll("\u0000", "\\u0000").toWellFormed();
 }
 
 function describe(value: unknown): string {
@@ -90,6 +135,6 @@ function describe(value: unknown): string {
   try {
     return (JSON.stringify(value) ?? String(value)).slice(0, 200);
   } catch {
-    return Object.prototype.toString.call(value);
+    return attempt(() => Object.prototype.toString.call(value), "[object]");
   }
 }

@@ -30,7 +30,6 @@ export type { EnqueuedJob, NewJob } from "./jobs/enqueue.ts";
 export type { JobEvent, JobEventKind, TimelinePage } from "./jobs/events.ts";
 export type { JobListPage, ListJobsFilter } from "./jobs/list.ts";
 export type { QueueStats, QueueWorker } from "./jobs/queueStats.ts";
-export type { MaintenanceResult } from "./jobs/reaper.ts";
 export { JOB_STATUSES, type Job, type JobStatus, TERMINAL_STATUSES } from "./jobs/types.ts";
 export { createLogger, type Logger } from "./logger.ts";
 export { SETTING_DEFAULTS, type UnknownTaskPolicy } from "./settings.ts";
@@ -49,4 +48,10 @@ export {
   type TaskReference,
   TaskRegistry,
 } from "./tasks.ts";
-export { Worker, type WorkerOptions } from "./worker/worker.ts";
+export {
+  type QueueSlots,
+  WORKER_DEFAULTS,
+  Worker,
+  type WorkerOptions,
+  type WorkerState,
+} from "./worker/worker.ts";

@@ -1,7 +1,8 @@
 import type pg from "pg";
 import { SchemaSql } from "../../src/db/sql.ts";
 import type { Queryable } from "../../src/db/types.ts";
-import { claimJobs } from "../../src/jobs/claim.ts";
+import { claimJobs, SWEEP_PRIORITY } from "../../src/jobs/claim.ts";
+import { registerWorker } from "../../src/jobs/heartbeat.ts";
 import { type BenchChild, exitAll, spawnChildren } from "../lib/child.ts";
 import type { BenchContext } from "../lib/context.ts";
 import type { ChildConfig } from "../lib/protocol.ts";
@@ -258,15 +259,16 @@ async function claimStatementText(schema: string): Promise<string> {
   const recorder = {
     query: async (config: { text: string }) => {
       text = config.text;
-      return { rows: [] };
+      return { rows: [{ promoted: 0, promoted_run_at: null, promoted_id: null, live: true }] };
     },
   } as unknown as Queryable;
   await claimJobs(recorder, new SchemaSql(schema), {
-    queues: ["default"],
-    tasks: ["noop"],
-    limit: 1,
     workerId: "explain",
-    leaseMs: 30_000,
+    queue: "default",
+    lanes: [{ task: "noop", limit: 1, after: { priority: SWEEP_PRIORITY, readySeq: 0 } }],
+    limit: 1,
+    dueAfter: { runAt: new Date(0), id: 0 },
+    promoteLimit: 100,
   });
   return text;
 }
@@ -283,14 +285,30 @@ async function explainClaim(ctx: BenchContext): Promise<void> {
     try {
       await client.query("BEGIN");
       await client.query("SET LOCAL plan_cache_mode = force_generic_plan");
-      await client.query(`PREPARE bench_claim(text[], text[], integer, text, integer) AS ${text}`);
+      await registerWorker(
+        client,
+        new SchemaSql(adapter.schema),
+        {
+          id: "explain",
+          host: "bench",
+          pid: process.pid,
+          queues: ["*"],
+          tasks: ["noop"],
+          concurrency: 1,
+          listening: false,
+        },
+        60_000,
+      );
+      await client.query(
+        `PREPARE bench_claim(text, text, text[], integer[], integer[], bigint[], timestamptz, bigint, integer, integer) AS ${text}`,
+      );
       const plans: string[] = [];
       for (const round of [
         "first claim",
         "second claim (same transaction, rows of the first now running)",
       ]) {
         const { rows } = await client.query<{ "QUERY PLAN": string }>(
-          "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_claim('{default}', '{noop}', 100, 'explain', 30000)",
+          "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_claim('explain', 'default', '{noop}', '{100}', '{32767}', '{0}', '1970-01-01', 0, 100, 100)",
         );
         plans.push(`-- ${round}\n${rows.map((r) => r["QUERY PLAN"]).join("\n")}`);
       }

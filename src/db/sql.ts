@@ -38,10 +38,16 @@ export class SchemaSql {
   readonly channel: string;
   /** Where cancellations of running jobs are announced to their workers. */
   readonly controlChannel: string;
+  /**
+   * Statements are sent unnamed (planned on each use) instead of as named prepared statements:
+   * a transaction-mode pooler hands each transaction to any server connection, where a statement
+   * prepared on another one does not exist.
+   */
+  readonly pooler: boolean;
   private readonly suffix: string;
-  private readonly cache = new Map<Statement, { name: string; text: string }>();
+  private readonly cache = new Map<Statement, { name?: string; text: string }>();
 
-  constructor(schema: string) {
+  constructor(schema: string, options: { pooler?: boolean } = {}) {
     if (!SCHEMA_PATTERN.test(schema)) {
       throw new PgwakeError(
         "INVALID_OPTIONS",
@@ -49,16 +55,18 @@ export class SchemaSql {
       );
     }
     this.schema = schema;
+    this.pooler = options.pooler ?? false;
     this.channel = channelFor(schema);
     this.controlChannel = `${this.channel}.control`;
     this.suffix = createHash("sha1").update(schema).digest("hex").slice(0, 8);
   }
 
   /** The schema-bound form of a statement, ready for `client.query({ ...bound, values })`. */
-  bind(stmt: Statement): { name: string; text: string } {
+  bind(stmt: Statement): { name?: string; text: string } {
     let bound = this.cache.get(stmt);
     if (!bound) {
-      bound = { name: `pgwake_${stmt.name}_${this.suffix}`, text: this.render(stmt.text) };
+      const text = this.render(stmt.text);
+      bound = this.pooler ? { text } : { name: `pgwake_${stmt.name}_${this.suffix}`, text };
       this.cache.set(stmt, bound);
     }
     return bound;

@@ -2,61 +2,190 @@ import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import { type Job, type JobRow, toJob } from "./types.ts";
 
-// The CTE is the fence: it picks and locks at most $3 rows in claim order, skipping rows other
-// workers hold, and the UPDATE touches exactly those. Paused queues are dropped from the list
-// first, so a pause takes effect on the very next claim of every worker.
-// Each queue is walked on its own (LATERAL): with one queue per index scan the claim index
-// yields rows already in (priority, run_at, id) order, so the plan is "read the first $3 index
-// entries" instead of "sort every ready row", and the same plan stays good as a generic plan.
-// The UPDATE finds its rows through `id = ANY(array)`, never by joining the CTE to the table.
-const CLAIM_JOBS = statement(
-  "claim_jobs",
-  `WITH next AS (
-     SELECT c.id
-     FROM unnest(ARRAY(
-       SELECT unnest($1::text[]) EXCEPT SELECT name FROM {{schema}}.queues WHERE paused
-     )) AS q(name)
-     CROSS JOIN LATERAL (
-       SELECT id, priority, run_at FROM {{schema}}.jobs
-       WHERE queue = q.name
-         AND status IN ('pending', 'retrying')
-         AND run_at <= now()
-         AND task = ANY ($2::text[])
-       ORDER BY priority, run_at, id
-       LIMIT $3
-       FOR UPDATE SKIP LOCKED
-     ) AS c
-     ORDER BY c.priority, c.run_at, c.id
-     LIMIT $3
-   )
-   UPDATE {{schema}}.jobs j
-   SET status = 'running',
-       attempts = j.attempts + 1,
-       lease_owner = $4,
-       lease_expires_at = now() + $5::integer * interval '1 millisecond',
-       started_at = now(),
-       updated_at = now()
-   WHERE j.id = ANY (ARRAY(SELECT id FROM next))
-   RETURNING j.*`,
-);
-
-export interface ClaimOptions {
-  queues: readonly string[];
-  tasks: readonly string[];
-  limit: number;
-  workerId: string;
-  leaseMs: number;
+/** Where a claim reads from in one (queue, task) lane: after this ready job, in claim order. */
+export interface LaneCursor {
+  priority: number;
+  readySeq: number;
 }
 
-/** Claims up to `limit` ready jobs for one worker, in priority, run_at, id order. */
+/** Lower than every priority: a lane claimed from here is read from its start (a sweep). */
+export const SWEEP_PRIORITY = 32_767;
+
+/** Where the promotion of due jobs reads from in a queue. */
+export interface DueCursor {
+  /** Kept to the millisecond (rounded down), so a claim reads a few entries again, never fewer. */
+  runAt: Date;
+  id: number;
+}
+
+// One statement claims for one queue, in four steps:
+// 1. `me`: the worker's lease must be live, and is held FOR SHARE: the reaper cannot mark this
+//    worker reaped while its claim is in flight, so no claimed job is left without a lease.
+// 2. `promoted`: jobs of the queue that came due (scheduled, or retrying after a failure) become
+//    pending with a fresh ready_seq, so they queue behind what was already ready. They are
+//    claimable from the next claim on (this statement's snapshot does not see them).
+// 3. `picked`: per (queue, task) lane, the next ready jobs in (priority, ready_seq) order after the
+//    lane's cursor, plus any of a higher priority than the cursor's from the lane's start. A lane
+//    is an index range (jobs_ready_idx), so a claim never reads jobs of tasks it cannot run, and
+//    starting after the cursor it never reads the entries that claimed jobs left behind: those
+//    stay in the index until vacuum removes them, which a transaction held open anywhere on the
+//    server can postpone for hours. Rows other workers hold are skipped (SKIP LOCKED).
+// 4. `claimed`: the picked jobs become running, leased by this worker, with one more attempt.
+// A paused queue, or a worker whose lease is gone, promotes and claims nothing. The last row is a
+// summary (id NULL): how many jobs were promoted, up to where, when the next job of the queue
+// comes due (so the worker sets a timer, whoever submitted it), and whether the lease was live.
+const CLAIM_JOBS = statement(
+  "claim_jobs",
+  `WITH me AS MATERIALIZED (
+     SELECT w.id FROM {{schema}}.workers w
+     WHERE w.id = $1 AND w.reaped_at IS NULL AND w.lease_expires_at > now()
+     FOR SHARE
+   ), open AS MATERIALIZED (
+     SELECT 1 AS ok FROM me
+     WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.queues q WHERE q.name = $2 AND q.paused)
+   ), due AS MATERIALIZED (
+     SELECT x.id, nextval('{{schema}}.jobs_id_seq'::regclass) AS seq
+     FROM (SELECT d.id FROM {{schema}}.jobs d
+           WHERE d.queue = $2 AND d.status IN ('scheduled', 'retrying') AND d.run_at <= now()
+             AND (d.run_at, d.id) > ($7::timestamptz, $8::bigint)
+             AND EXISTS (SELECT 1 FROM open)
+           ORDER BY d.run_at, d.id
+           LIMIT $9
+           FOR UPDATE SKIP LOCKED) x
+   ), promoted AS (
+     UPDATE {{schema}}.jobs j SET status = 'pending', ready_seq = due.seq, updated_at = now()
+     FROM due WHERE j.id = due.id
+     RETURNING j.id, j.run_at
+   ), picked AS (
+     SELECT c.id
+     FROM open, unnest($3::text[], $4::integer[], $5::integer[], $6::bigint[]) AS l(task, n, cp, cs)
+     CROSS JOIN LATERAL (
+       SELECT * FROM (
+         SELECT a.id, a.priority, a.ready_seq FROM {{schema}}.jobs a
+         WHERE a.queue = $2 AND a.task = l.task AND a.status = 'pending' AND a.priority < l.cp
+         ORDER BY a.priority, a.ready_seq
+         LIMIT l.n
+         FOR UPDATE SKIP LOCKED) ahead
+       UNION ALL
+       SELECT * FROM (
+         SELECT b.id, b.priority, b.ready_seq FROM {{schema}}.jobs b
+         WHERE b.queue = $2 AND b.task = l.task AND b.status = 'pending'
+           AND (b.priority, b.ready_seq) > (l.cp, l.cs)
+         ORDER BY b.priority, b.ready_seq
+         LIMIT l.n
+         FOR UPDATE SKIP LOCKED) after
+       ORDER BY 2, 3
+       LIMIT l.n) c
+     ORDER BY c.priority, c.ready_seq
+     LIMIT $10
+   ), claimed AS (
+     UPDATE {{schema}}.jobs j
+     SET status = 'running', attempts = j.attempts + 1, lease_owner = $1, started_at = now(),
+         updated_at = now()
+     WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+     RETURNING j.*
+   )
+   SELECT c.*, NULL::integer AS promoted, NULL::text AS promoted_run_at, NULL::bigint AS promoted_id,
+          NULL::text AS next_due, NULL::boolean AS live
+   FROM claimed c
+   UNION ALL
+   SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, NULL,
+          (SELECT count(*)::integer FROM promoted),
+          (SELECT p.run_at::text FROM promoted p ORDER BY p.run_at DESC, p.id DESC LIMIT 1),
+          (SELECT p.id FROM promoted p ORDER BY p.run_at DESC, p.id DESC LIMIT 1),
+          (SELECT n.run_at::text FROM {{schema}}.jobs n
+           WHERE n.queue = $2 AND n.status IN ('scheduled', 'retrying')
+             AND (n.run_at, n.id) > ($7::timestamptz, $8::bigint)
+           ORDER BY n.run_at, n.id LIMIT 1),
+          EXISTS (SELECT 1 FROM me)`,
+);
+
+export interface ClaimLane {
+  task: string;
+  /** Most jobs to read from this lane. */
+  limit: number;
+  /** Read after this position; `SWEEP_PRIORITY` reads the whole lane. */
+  after: LaneCursor;
+}
+
+export interface ClaimOptions {
+  workerId: string;
+  queue: string;
+  lanes: readonly ClaimLane[];
+  /** Most jobs to take from all lanes together (the first in claim order). */
+  limit: number;
+  /** Promote due jobs after this position (in run_at, id order), at most `promoteLimit`. */
+  dueAfter: DueCursor;
+  promoteLimit: number;
+}
+
+/** A claimed job and its place in its lane. */
+export interface ClaimedJob {
+  job: Job;
+  position: LaneCursor;
+}
+
+export interface ClaimResult {
+  claimed: ClaimedJob[];
+  /** Jobs of the queue that came due and became pending (claimable from the next claim). */
+  promoted: number;
+  /** The last promoted job's position, when any was promoted. */
+  promotedUpTo: DueCursor | null;
+  /** When the next job of the queue that is not ready yet comes due (database clock). */
+  nextDueAt: Date | null;
+  /** False when the worker's lease had run out or it was reaped: nothing was claimed. */
+  leaseLive: boolean;
+}
+
+/** Claims from one queue's lanes for one worker and promotes that queue's due jobs. */
 export async function claimJobs(
   db: Queryable,
   sql: SchemaSql,
   options: ClaimOptions,
-): Promise<Job[]> {
-  const { rows } = await db.query<JobRow>({
+): Promise<ClaimResult> {
+  const { lanes } = options;
+  const { rows } = await db.query<
+    JobRow & {
+      ready_seq: number;
+      promoted: number | null;
+      promoted_run_at: string | null;
+      promoted_id: number | null;
+      next_due: string | null;
+      live: boolean | null;
+    }
+  >({
     ...sql.bind(CLAIM_JOBS),
-    values: [options.queues, options.tasks, options.limit, options.workerId, options.leaseMs],
+    values: [
+      options.workerId,
+      options.queue,
+      lanes.map((l) => l.task),
+      lanes.map((l) => l.limit),
+      lanes.map((l) => l.after.priority),
+      lanes.map((l) => l.after.readySeq),
+      options.dueAfter.runAt.toISOString(),
+      options.dueAfter.id,
+      options.promoteLimit,
+      options.limit,
+    ],
   });
-  return rows.map((row) => toJob(row));
+  const summary = rows.pop()!;
+  return {
+    claimed: rows.map((row) => ({
+      job: toJob(row),
+      position: { priority: row.priority, readySeq: row.ready_seq },
+    })),
+    promoted: summary.promoted ?? 0,
+    promotedUpTo:
+      summary.promoted_run_at !== null && summary.promoted_id !== null
+        ? { runAt: new Date(summary.promoted_run_at), id: summary.promoted_id }
+        : null,
+    nextDueAt: summary.next_due === null ? null : new Date(summary.next_due),
+    leaseLive: summary.live === true,
+  };
+}
+
+/** Orders lane positions: negative when `a` comes first. */
+export function compareLanePositions(a: LaneCursor, b: LaneCursor): number {
+  return a.priority - b.priority || a.readySeq - b.readySeq;
 }

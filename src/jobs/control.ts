@@ -1,32 +1,40 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
+import { CURRENT_SLOT, FINISHED_JOB, LIVE_JOB, moveToHistory } from "./history.ts";
 import { type Job, type JobRow, type JobStatus, toJob } from "./types.ts";
 
-// Pending and retrying jobs are cancelled outright. A running job is marked cancelled too, so
-// its worker's outcome is refused by the state guard; the worker is told at once on the control
-// channel and aborts the handler's signal.
+// A job not yet finished is cancelled outright: it moves to history as `cancelled`. A running
+// job's worker is told at once on the control channel and aborts the handler's signal; its late
+// outcome is refused by the state guard (the row is gone from `jobs`).
 const CANCEL_JOBS = statement(
   "cancel_jobs",
   `WITH target AS (
-     SELECT id, status AS was FROM {{schema}}.jobs
-     WHERE id = ANY ($1::bigint[]) AND status IN ('pending', 'retrying', 'running')
-     FOR UPDATE
-   ), updated AS (
-     UPDATE {{schema}}.jobs j
-     SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL, updated_at = now()
-     FROM target WHERE j.id = target.id
-     RETURNING j.*, target.was
-   ), events AS (
-     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data)
-     SELECT id, 'cancelled', attempts, CASE WHEN was = 'running' THEN lease_owner END,
-            'cancelled while ' || was,
-            jsonb_build_object('was', was, 'reason', $2::text)
-              || CASE WHEN was = 'running' THEN jsonb_build_object('startedAt', started_at) ELSE '{}' END
-     FROM updated
+     SELECT id, status AS was FROM {{schema}}.jobs WHERE id = ANY ($1::bigint[]) FOR UPDATE
+   ), gone AS (
+     DELETE FROM {{schema}}.jobs j USING target t WHERE j.id = t.id
+     RETURNING j.*, t.was, 'cancelled'::text AS outcome_status, NULL::jsonb AS outcome_result,
+               NULL::jsonb AS outcome_error
+   ), slot AS MATERIALIZED (${CURRENT_SLOT}),
+   moved AS (${moveToHistory("gone", "slot", true)}),
+   events AS (
+     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
+     SELECT g.id, 'cancelled', g.attempts, CASE WHEN g.was = 'running' THEN g.lease_owner END,
+            'cancelled while ' || g.was,
+            jsonb_build_object('was', g.was, 'reason', $2::text)
+              || CASE WHEN g.was = 'running' THEN jsonb_build_object('startedAt', g.started_at)
+                      ELSE '{}'::jsonb END,
+            slot.s
+     FROM gone g, slot
+   ), counted AS (
+     SELECT {{schema}}.count_minute(c.queue, cancelled => c.n)
+     FROM (SELECT queue, count(*) AS n FROM gone GROUP BY queue) c
    )
-   SELECT u.*, CASE WHEN u.was = 'running'
-                 THEN pg_notify({{control_channel}}, 'cancel ' || u.id) END AS notified
-   FROM updated u`,
+   SELECT ${FINISHED_JOB}, g.was,
+          CASE WHEN g.was = 'running'
+               THEN pg_notify({{control_channel}}, json_build_object('cancel', g.id)::text) END
+            AS notified,
+          (SELECT count(*) FROM counted) AS counted
+   FROM moved h JOIN gone g ON g.id = h.id`,
 );
 
 export interface CancelledJob {
@@ -49,22 +57,37 @@ export async function cancelJobs(
   return rows.map((row) => ({ job: toJob(row), was: row.was }));
 }
 
-// Brings failed and cancelled jobs back with a fresh attempt budget.
+// Brings failed and cancelled jobs back from history with a fresh attempt budget, ready now with a
+// fresh ready_seq (behind what is already ready), and wakes waiting workers for them.
 const RETRY_JOBS = statement(
   "retry_jobs",
-  `WITH updated AS (
-     UPDATE {{schema}}.jobs j
-     SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL, started_at = NULL,
-         result = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-     WHERE j.id = ANY ($1::bigint[]) AND j.status IN ('failed', 'cancelled')
+  `WITH back AS (
+     DELETE FROM {{schema}}.job_history h
+     WHERE h.id = ANY ($1::bigint[]) AND h.status IN ('failed', 'cancelled')
+     RETURNING h.*
+   ), revived AS (
+     INSERT INTO {{schema}}.jobs AS j
+       (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,
+        idempotency_key, request_id, last_error, created_at, updated_at, ready_seq)
+     OVERRIDING SYSTEM VALUE
+     SELECT b.id, b.queue, b.task, b.payload, 'pending', b.priority, now(), 0, b.max_attempts,
+            b.timeout_ms, b.idempotency_key, b.request_id, b.last_error, b.created_at, now(),
+            nextval('{{schema}}.jobs_id_seq'::regclass)
+     FROM back b
      RETURNING j.*
    ), events AS (
-     INSERT INTO {{schema}}.job_events (job_id, kind, message)
-     SELECT id, 'retried', 'sent back to the queue with a fresh attempt budget' FROM updated
+     INSERT INTO {{schema}}.job_events (job_id, kind, message, slot)
+     SELECT r.id, 'retried', 'sent back to the queue with a fresh attempt budget',
+            {{schema}}.history_slot(now())
+     FROM revived r
    ), woken AS (
-     SELECT {{schema}}.wake(array_agg(DISTINCT queue)) FROM updated
+     SELECT {{schema}}.wake(coalesce(jsonb_object_agg(q.queue, jsonb_build_object('n', q.n, 't', q.tasks)), '{}'::jsonb))
+     FROM (SELECT r.queue, count(*) AS n, jsonb_agg(DISTINCT r.task) AS tasks
+           FROM revived r GROUP BY r.queue) q
+     WHERE pg_sequence_last_value('{{schema}}.waiting'::regclass) > 0
    )
-   SELECT u.* FROM updated u, woken`,
+   SELECT ${LIVE_JOB}
+   FROM revived j CROSS JOIN (SELECT NULL::timestamptz AS lease_expires_at, (SELECT count(*) FROM woken) AS woke) w`,
 );
 
 /** Re-queues failed or cancelled jobs; returns those it re-queued. */
@@ -77,17 +100,34 @@ export async function retryJobs(
   return rows.map((row) => toJob(row));
 }
 
+// Live jobs (with the holding worker's lease) and finished ones. A job is in one table at a time:
+// every move between them is one statement.
 const GET_JOBS = statement(
   "get_jobs",
-  "SELECT * FROM {{schema}}.jobs WHERE id = ANY ($1::bigint[])",
+  `SELECT ${LIVE_JOB} FROM {{schema}}.jobs j
+   LEFT JOIN {{schema}}.workers w ON w.id = j.lease_owner
+   WHERE j.id = ANY ($1::bigint[])
+   UNION ALL
+   SELECT ${FINISHED_JOB} FROM {{schema}}.job_history h WHERE h.id = ANY ($1::bigint[])`,
 );
+
+/** Reads jobs by id, live or finished (missing ids are left out). */
+export async function getJobs(
+  db: Queryable,
+  sql: SchemaSql,
+  ids: readonly number[],
+): Promise<Job[]> {
+  const { rows } = await db.query<JobRow>({ ...sql.bind(GET_JOBS), values: [ids] });
+  return rows.map((row) => toJob(row));
+}
 
 /** Reads one job, or null. */
 export async function getJob(db: Queryable, sql: SchemaSql, id: number): Promise<Job | null> {
-  const { rows } = await db.query<JobRow>({ ...sql.bind(GET_JOBS), values: [[id]] });
-  return rows[0] ? toJob(rows[0]) : null;
+  return (await getJobs(db, sql, [id]))[0] ?? null;
 }
 
+// Resuming wakes the waiting workers of the queue, to sweep: its jobs waited while their cursors
+// did not move, but a sweep is cheap next to a pause.
 const SET_QUEUE_PAUSED = statement(
   "set_queue_paused",
   `WITH q AS (
@@ -95,7 +135,7 @@ const SET_QUEUE_PAUSED = statement(
      ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, updated_at = now()
      RETURNING q.name, q.paused, q.updated_at
    ), woken AS (
-     SELECT {{schema}}.wake(CASE WHEN $2 THEN NULL ELSE ARRAY[$1::text] END)
+     SELECT {{schema}}.wake_queues(CASE WHEN $2 THEN NULL ELSE ARRAY[$1::text] END)
    )
    SELECT q.* FROM q, woken`,
 );

@@ -37,41 +37,18 @@ export function compareLockOrder(a: { lockOrder: string }, b: { lockOrder: strin
   return a.lockOrder < b.lockOrder ? -1 : a.lockOrder > b.lockOrder ? 1 : 0;
 }
 
-// One plain statement: no function call on the hot path (the schema's `enqueue_many` function
-// gives SQL callers the same defaults and the same idempotency rule). Ids are drawn in input
-// order, so the inserted rows, sorted by id, come back in input order; a row skipped by the
-// idempotency index is looked up by the next statement.
-const INSERT_JOBS = statement(
-  "insert_jobs",
-  `WITH input AS (
-     SELECT r.*, nextval('{{schema}}.jobs_id_seq'::regclass) AS id
-     FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (
-       task text, payload jsonb, queue text, priority integer, run_at timestamptz,
-       delay_ms bigint, max_attempts integer, timeout_ms integer, idempotency_key text,
-       request_id text
-     )) WITH ORDINALITY AS r(task, payload, queue, priority, run_at, delay_ms, max_attempts,
-                            timeout_ms, idempotency_key, request_id, ord)
-     ORDER BY r.ord
-   )
-   INSERT INTO {{schema}}.jobs AS t
-     (id, task, payload, queue, priority, run_at, max_attempts, timeout_ms, idempotency_key, request_id)
-   OVERRIDING SYSTEM VALUE
-   SELECT id, task, coalesce(payload, '{}'::jsonb), coalesce(queue, 'default'), coalesce(priority, 0),
-          coalesce(run_at, now() + coalesce(delay_ms, 0) * interval '1 millisecond'),
-          coalesce(max_attempts, 10), timeout_ms, idempotency_key, request_id
-   FROM input
-   ORDER BY id
-   ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-   RETURNING t.*`,
-);
+// What a submission does is declared once, in SQL (`insert_jobs`, 0003_engine.sql), and the SQL
+// API `enqueue_many` calls the same function. It returns the rows it inserted in input order;
+// an item whose key was taken inserts nothing and is looked up by the next statement.
+const INSERT_JOBS = statement("insert_jobs", "SELECT * FROM {{schema}}.insert_jobs($1::jsonb)");
 
-// A separate statement takes a fresh snapshot: it sees the row of a concurrent submitter whose
-// commit our insert waited for.
+// A separate statement takes a fresh snapshot: it sees the key of a concurrent submitter whose
+// commit our insert waited for. The job may be live or finished.
 const FIND_BY_KEYS = statement(
   "find_jobs_by_keys",
-  `SELECT j.* FROM {{schema}}.jobs j
-   JOIN unnest($1::text[], $2::text[]) AS k(queue, idempotency_key)
-     ON j.queue = k.queue AND j.idempotency_key = k.idempotency_key`,
+  `SELECT a.* FROM unnest($1::text[], $2::text[]) AS k(queue, key)
+   JOIN {{schema}}.job_keys r ON r.queue = k.queue AND r.key = k.key
+   JOIN {{schema}}.all_jobs a ON a.id = r.job_id`,
 );
 
 /**

@@ -1,47 +1,66 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import type { SerializedError } from "../errors.ts";
+import { CURRENT_SLOT, moveToHistory } from "./history.ts";
 
-// Rows are found by primary key (see complete.ts for the COLLATE "C").
-// One statement per batch: each failed attempt is retried after its delay, or fails for good
-// when it was the last attempt or the error was permanent. Every attempt leaves an event with
-// its error; retries say when they will run. Guarded like completion.
+// One statement per batch of failed attempts. An attempt that may be retried puts its job back:
+// `retrying` until its backoff ends (promoted by a claim of its queue then), or straight to
+// `pending` with a fresh ready_seq when there is no backoff. The last attempt, or a permanent
+// error, moves the job to history as `failed` (the dead-letter set). Every attempt leaves an
+// event with its error and when its claim started; retries say when they will run.
+// Guarded like completion, in the UPDATE and DELETE themselves: a job reaped and claimed again
+// while this statement waited for its row is not touched.
 const FAIL_JOBS = statement(
   "fail_jobs",
   `WITH f AS (
      SELECT * FROM unnest($1::bigint[], $2::integer[], $3::jsonb[], $4::bigint[], $5::boolean[])
        AS f(id, attempt, error, delay_ms, permanent)
-   ), updated AS (
+   ), retried AS (
      UPDATE {{schema}}.jobs j
-     SET status = CASE WHEN f.permanent OR j.attempts >= j.max_attempts THEN 'failed' ELSE 'retrying' END,
-         run_at = CASE WHEN f.permanent OR j.attempts >= j.max_attempts THEN j.run_at
-                       ELSE now() + f.delay_ms * interval '1 millisecond' END,
-         finished_at = CASE WHEN f.permanent OR j.attempts >= j.max_attempts THEN now() END,
+     SET status = CASE WHEN f.delay_ms <= 0 THEN 'pending' ELSE 'retrying' END,
+         run_at = now() + f.delay_ms * interval '1 millisecond',
+         ready_seq = CASE WHEN f.delay_ms <= 0 THEN nextval('{{schema}}.jobs_id_seq'::regclass)
+                          ELSE j.ready_seq END,
          last_error = f.error,
-         lease_expires_at = NULL,
          updated_at = now()
      FROM f
-     WHERE j.id = f.id AND j.status COLLATE "C" = 'running' AND j.lease_owner = $6 AND j.attempts = f.attempt
-     RETURNING j.id, j.queue, j.status, j.attempts, j.run_at, j.started_at
-   ), events AS (
-     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data)
+     WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = $6 AND j.attempts = f.attempt
+       AND NOT f.permanent AND j.attempts < j.max_attempts
+     RETURNING j.id, j.queue, j.status, j.attempts, j.run_at, j.started_at, f.delay_ms
+   ), failed AS (
+     DELETE FROM {{schema}}.jobs j USING f
+     WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = $6 AND j.attempts = f.attempt
+       AND (f.permanent OR j.attempts >= j.max_attempts)
+     RETURNING j.*, 'failed'::text AS outcome_status, NULL::jsonb AS outcome_result,
+               f.error AS outcome_error, f.permanent
+   ), slot AS MATERIALIZED (${CURRENT_SLOT}),
+   moved AS (${moveToHistory("failed", "slot")}),
+   events AS (
+     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
      SELECT u.id, 'attempt_failed', u.attempts, $6, f.error->>'message',
-            jsonb_build_object('error', f.error, 'startedAt', u.started_at)
-     FROM updated u JOIN f ON f.id = u.id
+            jsonb_build_object('error', f.error, 'startedAt', u.started_at), slot.s
+     FROM (SELECT id, attempts, started_at FROM retried
+           UNION ALL SELECT id, attempts, started_at FROM failed) u
+     JOIN f ON f.id = u.id, slot
      UNION ALL
-     SELECT u.id, CASE u.status WHEN 'failed' THEN 'failed' ELSE 'retry_scheduled' END, u.attempts, $6,
-            CASE u.status WHEN 'failed' THEN
-              CASE WHEN f.permanent THEN 'failed permanently' ELSE 'out of attempts' END
-            ELSE 'retry at ' || to_char(u.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') END,
-            CASE u.status WHEN 'failed' THEN NULL ELSE jsonb_build_object('runAt', u.run_at, 'delayMs', f.delay_ms) END
-     FROM updated u JOIN f ON f.id = u.id
+     SELECT r.id, 'retry_scheduled', r.attempts, $6,
+            'retry at ' || to_char(r.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+            jsonb_build_object('runAt', r.run_at, 'delayMs', r.delay_ms), slot.s
+     FROM retried r, slot
+     UNION ALL
+     SELECT x.id, 'failed', x.attempts, $6,
+            CASE WHEN x.permanent THEN 'failed permanently' ELSE 'out of attempts' END, NULL, slot.s
+     FROM failed x, slot
      UNION ALL
      SELECT f.id, 'outcome_ignored', f.attempt, $6,
             'failure of attempt ' || f.attempt || ' ignored: the worker no longer held the job',
-            NULL::jsonb
-     FROM f WHERE f.id NOT IN (SELECT id FROM updated)
+            NULL::jsonb, slot.s
+     FROM f, slot
+     WHERE f.id NOT IN (SELECT id FROM retried) AND f.id NOT IN (SELECT id FROM failed)
    )
-   SELECT id, queue, status, run_at FROM updated`,
+   SELECT id, queue, status, run_at FROM retried
+   UNION ALL
+   SELECT id, queue, 'failed', run_at FROM failed`,
 );
 
 export interface Failure {
@@ -57,7 +76,8 @@ export interface Failure {
 export interface FailedJob {
   id: number;
   queue: string;
-  status: "retrying" | "failed";
+  /** `retrying` (due later), `pending` (retry at once) or `failed` (for good). */
+  status: "retrying" | "pending" | "failed";
   runAt: Date;
 }
 
@@ -71,7 +91,7 @@ export async function failJobs(
   const { rows } = await db.query<{
     id: number;
     queue: string;
-    status: "retrying" | "failed";
+    status: FailedJob["status"];
     run_at: Date;
   }>({
     ...sql.bind(FAIL_JOBS),

@@ -2,32 +2,52 @@ import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import type { JobStatus } from "./types.ts";
 
-// Every queue anyone knows of: one with jobs, one with settings (paused), or one a live worker
-// serves. The counts read the whole table (finished jobs are kept for the retention period):
-// this is an operator's view, not a hot path, and no index on status is kept for it because
-// every such index would be written on every claim and completion.
+/** Live counts are exact up to this many jobs per queue and status, and say so above it. */
+export const COUNT_CAP = 10_000;
+
+// Every queue anyone knows of (registered by submissions, paused, or served by a live worker),
+// with counts that never scan a table: jobs ready, scheduled and retrying are counted through
+// their indexes up to COUNT_CAP each; jobs running are what the live workers reported with their
+// last heartbeat (claimed jobs a worker holds, buffered or started); finished jobs are the
+// per-minute counts the workers and the API write as jobs finish, over the retention period
+// (or the last 7 days when history is kept forever).
 const QUEUE_STATS = statement(
   "queue_stats",
-  `WITH counts AS (
-     SELECT queue, status, count(*)::integer AS n,
-            min(run_at) FILTER (WHERE status IN ('pending', 'retrying') AND run_at <= now()) AS oldest_ready
-     FROM {{schema}}.jobs
-     GROUP BY queue, status
+  `WITH live AS (
+     SELECT w.* FROM {{schema}}.workers w
+     WHERE w.reaped_at IS NULL AND w.lease_expires_at > now()
    ), names AS (
-     SELECT queue AS name FROM counts
-     UNION SELECT name FROM {{schema}}.queues
-     UNION SELECT unnest(queues) FROM {{schema}}.workers
+     SELECT name FROM {{schema}}.queues
+     UNION SELECT q FROM live, unnest(live.queues) AS q WHERE q <> '*'
+   ), window_start AS MATERIALIZED (
+     SELECT now() - coalesce(s.history_slot_ms * 5, 7 * 86400000) * interval '1 millisecond' AS t
+     FROM {{schema}}.settings s
    )
    SELECT n.name,
           coalesce(q.paused, false) AS paused,
-          coalesce((SELECT jsonb_object_agg(c.status, c.n) FROM counts c WHERE c.queue = n.name),
-                   '{}'::jsonb) AS counts,
-          (SELECT extract(epoch FROM now() - min(c.oldest_ready)) * 1000
-           FROM counts c WHERE c.queue = n.name)::double precision AS oldest_ready_age_ms,
+          (SELECT count(*)::integer FROM (SELECT 1 FROM {{schema}}.jobs j
+             WHERE j.queue = n.name AND j.status = 'pending' LIMIT $1) c) AS pending,
+          (SELECT count(*)::integer FROM (SELECT 1 FROM {{schema}}.jobs j
+             WHERE j.queue = n.name AND j.status = 'scheduled' LIMIT $1) c) AS scheduled,
+          (SELECT count(*)::integer FROM (SELECT 1 FROM {{schema}}.jobs j
+             WHERE j.queue = n.name AND j.status = 'retrying' LIMIT $1) c) AS retrying,
+          (SELECT coalesce(sum((l.running_by_queue ->> n.name)::integer), 0)::integer FROM live l)
+            AS running,
+          (SELECT jsonb_build_object(
+                    'completed', coalesce(sum(m.completed), 0), 'failed', coalesce(sum(m.failed), 0),
+                    'cancelled', coalesce(sum(m.cancelled), 0))
+           FROM {{schema}}.queue_minutes m, window_start ws
+           WHERE m.queue = n.name AND m.minute >= date_trunc('minute', ws.t)) AS finished,
+          (SELECT extract(epoch FROM now() - min(j.run_at)) * 1000 FROM (
+             SELECT j.run_at FROM {{schema}}.jobs j WHERE j.queue = n.name AND j.status = 'pending'
+             LIMIT $1) j)::double precision AS oldest_ready_age_ms,
           coalesce((SELECT jsonb_agg(jsonb_build_object(
-                      'id', w.id, 'host', w.host, 'pid', w.pid, 'concurrency', w.concurrency,
-                      'listening', w.listening, 'lastSeenAt', w.last_seen_at) ORDER BY w.id)
-                    FROM {{schema}}.workers w WHERE n.name = ANY (w.queues)),
+                      'id', l.id, 'host', l.host, 'pid', l.pid, 'concurrency', l.concurrency,
+                      'listening', l.listening,
+                      'running', coalesce((l.running_by_queue ->> n.name)::integer, 0),
+                      'lastSeenAt', to_char(l.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+                      ORDER BY l.id)
+                    FROM live l WHERE n.name = ANY (l.queues) OR '*' = ANY (l.queues)),
                    '[]'::jsonb) AS workers
    FROM names n
    LEFT JOIN {{schema}}.queues q ON q.name = n.name
@@ -40,43 +60,61 @@ export interface QueueWorker {
   pid: number;
   concurrency: number;
   listening: boolean;
+  /** Jobs of this queue the worker holds (started or buffered), as of its last heartbeat. */
+  running: number;
   lastSeenAt: string;
 }
 
 export interface QueueStats {
   name: string;
   paused: boolean;
-  /** Jobs by status; statuses with no jobs are 0. */
+  /**
+   * Jobs by status. Live statuses are exact up to `COUNT_CAP` (see `capped`); running is what the
+   * live workers last reported; finished statuses count the jobs that finished within the
+   * retention period.
+   */
   counts: Record<JobStatus, number>;
+  /** Statuses whose count reached `COUNT_CAP`: the true number is at least that. */
+  capped: JobStatus[];
   /** How long the oldest job ready to run has waited (ms); null when none is ready. */
   oldestPendingAgeMs: number | null;
   workers: QueueWorker[];
 }
-
-const ZERO: Record<JobStatus, number> = {
-  pending: 0,
-  running: 0,
-  retrying: 0,
-  completed: 0,
-  failed: 0,
-  cancelled: 0,
-};
 
 /** Per queue: counts by status, the oldest ready job's age, the pause flag, its workers. */
 export async function queueStats(db: Queryable, sql: SchemaSql): Promise<QueueStats[]> {
   const { rows } = await db.query<{
     name: string;
     paused: boolean;
-    counts: Partial<Record<JobStatus, number>>;
+    pending: number;
+    scheduled: number;
+    retrying: number;
+    running: number;
+    finished: { completed: number; failed: number; cancelled: number };
     oldest_ready_age_ms: number | null;
     workers: QueueWorker[];
-  }>(sql.bind(QUEUE_STATS));
-  return rows.map((row) => ({
-    name: row.name,
-    paused: row.paused,
-    counts: { ...ZERO, ...row.counts },
-    oldestPendingAgeMs:
-      row.oldest_ready_age_ms === null ? null : Math.max(0, Math.round(row.oldest_ready_age_ms)),
-    workers: row.workers,
-  }));
+  }>({ ...sql.bind(QUEUE_STATS), values: [COUNT_CAP] });
+  return rows.map((row) => {
+    const counts: Record<JobStatus, number> = {
+      scheduled: row.scheduled,
+      pending: row.pending,
+      running: row.running,
+      retrying: row.retrying,
+      completed: Number(row.finished.completed),
+      failed: Number(row.finished.failed),
+      cancelled: Number(row.finished.cancelled),
+    };
+    const capped = (["scheduled", "pending", "retrying"] as const).filter(
+      (s) => counts[s] >= COUNT_CAP,
+    );
+    return {
+      name: row.name,
+      paused: row.paused,
+      counts,
+      capped,
+      oldestPendingAgeMs:
+        row.oldest_ready_age_ms === null ? null : Math.max(0, Math.round(row.oldest_ready_age_ms)),
+      workers: row.workers,
+    };
+  });
 }

@@ -1,26 +1,27 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 
-// Hands jobs back untouched, as if never claimed: the attempt is given back, so a shutdown
-// does not burn a job's retries. Guarded like completion.
+// Hands jobs back untouched, as if never claimed: the attempt is given back, so a shutdown does
+// not burn a job's retries, and the job keeps its place (its ready_seq): it goes before the
+// backlog that came after it. That place is behind the cursors of the workers that claimed past
+// it, so the waiting workers are woken to sweep. Guarded like completion.
 const RETURN_JOBS = statement(
   "return_jobs",
   `WITH r AS (
      SELECT * FROM unnest($1::bigint[], $2::integer[]) AS r(id, attempt)
    ), updated AS (
      UPDATE {{schema}}.jobs j
-     SET status = CASE WHEN j.attempts <= 1 THEN 'pending' ELSE 'retrying' END,
-         attempts = j.attempts - 1,
-         lease_expires_at = NULL,
-         updated_at = now()
+     SET status = 'pending', attempts = j.attempts - 1, updated_at = now()
      FROM r
-     WHERE j.id = r.id AND j.status COLLATE "C" = 'running' AND j.lease_owner = $3 AND j.attempts = r.attempt
-     RETURNING j.id, j.queue
+     WHERE j.id = r.id AND j.status = 'running' AND j.lease_owner = $3 AND j.attempts = r.attempt
+     RETURNING j.id, j.queue, j.started_at
    ), events AS (
-     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message)
-     SELECT u.id, 'returned', r.attempt, $3, $4 FROM updated u JOIN r ON r.id = u.id
+     INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
+     SELECT u.id, 'returned', r.attempt, $3, $4, jsonb_build_object('startedAt', u.started_at),
+            {{schema}}.history_slot(now())
+     FROM updated u JOIN r ON r.id = u.id
    ), woken AS (
-     SELECT {{schema}}.wake(array_agg(DISTINCT queue)) FROM updated
+     SELECT {{schema}}.wake_queues(array_agg(DISTINCT queue)) FROM updated
    )
    SELECT u.id FROM updated u, woken`,
 );

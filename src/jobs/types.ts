@@ -1,6 +1,13 @@
 import type { SerializedError } from "../errors.ts";
 
+/**
+ * Where a job is in its life (DESIGN.md, "Job lifecycle"): `scheduled` (due later), `pending`
+ * (ready: claimable), `running` (held by a worker), `retrying` (a failed attempt waiting for its
+ * backoff) live in `jobs`; `completed`, `failed` and `cancelled` are finished and live in
+ * `job_history`. The SQL of 0003_engine.sql spells the same sets (checked by a test).
+ */
 export const JOB_STATUSES = [
+  "scheduled",
   "pending",
   "running",
   "retrying",
@@ -9,10 +16,14 @@ export const JOB_STATUSES = [
   "cancelled",
 ] as const;
 
-/** Where a job is in its life; see the lifecycle in DESIGN.md. */
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
-export const TERMINAL_STATUSES: readonly JobStatus[] = ["completed", "failed", "cancelled"];
+/** Statuses of jobs still in `jobs`. */
+export const LIVE_STATUSES = ["scheduled", "pending", "running", "retrying"] as const;
+/** Statuses of finished jobs, kept in `job_history` for the retention period. */
+export const TERMINAL_STATUSES = ["completed", "failed", "cancelled"] as const;
+export type LiveStatus = (typeof LIVE_STATUSES)[number];
+export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
 
 /** A job as stored in `jobs`, in camelCase. */
 export interface Job<Payload = unknown> {
@@ -30,6 +41,7 @@ export interface Job<Payload = unknown> {
   requestId: string | null;
   /** The worker that holds the job (running) or last held it. */
   leaseOwner: string | null;
+  /** Until when the holding worker's lease runs (running jobs only). */
   leaseExpiresAt: Date | null;
   result: unknown;
   lastError: SerializedError | null;
@@ -53,12 +65,14 @@ export interface JobRow {
   idempotency_key: string | null;
   request_id: string | null;
   lease_owner: string | null;
-  lease_expires_at: Date | null;
-  result: unknown;
+  /** Only where a read joins the holding worker's lease. */
+  lease_expires_at?: Date | null;
+  /** Only on finished jobs. */
+  result?: unknown;
   last_error: SerializedError | null;
   created_at: Date;
   started_at: Date | null;
-  finished_at: Date | null;
+  finished_at?: Date | null;
   updated_at: Date;
 }
 
@@ -77,12 +91,12 @@ export function toJob<Payload = unknown>(row: JobRow): Job<Payload> {
     idempotencyKey: row.idempotency_key,
     requestId: row.request_id,
     leaseOwner: row.lease_owner,
-    leaseExpiresAt: row.lease_expires_at,
-    result: row.result,
+    leaseExpiresAt: row.lease_expires_at ?? null,
+    result: row.result ?? null,
     lastError: row.last_error,
     createdAt: row.created_at,
     startedAt: row.started_at,
-    finishedAt: row.finished_at,
+    finishedAt: row.finished_at ?? null,
     updatedAt: row.updated_at,
   };
 }

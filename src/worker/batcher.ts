@@ -22,6 +22,8 @@ export class Batcher<T> {
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> | undefined;
   private failures = 0;
+  private closed = false;
+  private backoff: { timer: NodeJS.Timeout; resolve: () => void } | undefined;
   private readonly options: BatcherOptions<T>;
 
   constructor(options: BatcherOptions<T>) {
@@ -37,7 +39,25 @@ export class Batcher<T> {
     return this.queue;
   }
 
+  /**
+   * Drops everything not written and stops: a retry waiting for its backoff gives up, nothing is
+   * written any more. Returns how many items were dropped.
+   */
+  clear(): number {
+    this.closed = true;
+    const dropped = this.queue.length;
+    this.queue = [];
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.backoff) {
+      clearTimeout(this.backoff.timer);
+      this.backoff.resolve();
+    }
+    return dropped;
+  }
+
   add(item: T): void {
+    if (this.closed) return;
     this.queue.push(item);
     if (this.queue.length >= this.options.maxBatch) this.kick(0);
     else this.kick(this.options.delayMs);
@@ -45,7 +65,7 @@ export class Batcher<T> {
 
   /** Writes everything now; resolves when nothing is left or a non-transient error dropped it. */
   async flush(): Promise<void> {
-    while (this.queue.length > 0 || this.writing) {
+    while ((this.queue.length > 0 || this.writing) && !this.closed) {
       if (this.timer) {
         clearTimeout(this.timer);
         this.timer = undefined;
@@ -75,11 +95,15 @@ export class Batcher<T> {
       } catch (error) {
         if (isTransientError(error)) {
           this.failures++;
-          this.queue.unshift(...batch);
+          if (!this.closed) this.queue.unshift(...batch);
           this.options.onError(error, batch);
-          await new Promise((resolve) =>
-            setTimeout(resolve, Math.min(5_000, 50 * 2 ** this.failures)),
-          );
+          await new Promise<void>((resolve) => {
+            this.backoff = {
+              timer: setTimeout(resolve, Math.min(5_000, 50 * 2 ** this.failures)),
+              resolve,
+            };
+          });
+          this.backoff = undefined;
         } else if (batch.length > 1) {
           // One bad item (data the database refuses) must not cost the others their outcome:
           // write them one by one, and drop only what fails on its own.
@@ -97,7 +121,7 @@ export class Batcher<T> {
         this.writing = undefined;
         this.options.onWritten?.();
       }
-      if (this.queue.length > 0) {
+      if (this.queue.length > 0 && !this.closed) {
         this.kick(this.queue.length >= this.options.maxBatch ? 0 : this.options.delayMs);
       }
     })();

@@ -1,15 +1,22 @@
 import pgListen from "pg-listen";
+import { connectionConfig, SocketTracker } from "../db/pool.ts";
 import type { Logger } from "../logger.ts";
 
 export interface ListenerOptions {
   connectionString: string;
   channels: readonly string[];
-  /** How often the connection is checked with a query (a silent drop is found this way). */
+  /**
+   * How often the connection is checked with a query, and how long that query (and a connect)
+   * may take: a connection that went silent without a reset is found within about twice this.
+   */
   livenessMs: number;
   logger: Logger;
   onNotification: (channel: string, payload: string) => void;
-  /** After the first connection and after every reconnection: the worker claims at once. */
-  onConnected: () => void;
+  /**
+   * After the first connection and after every reconnection, with the listening backend's pid
+   * (wake-up tokens carry it, so a token of a dead listener wakes nobody): claim at once.
+   */
+  onConnected: (backendPid: number) => void;
   onDisconnected: () => void;
 }
 
@@ -17,56 +24,98 @@ export interface ListenerOptions {
 const createSubscriber = pgListen.default;
 type Subscriber = ReturnType<typeof createSubscriber>;
 
+/** A private channel the listener notifies itself on, to learn its backend's pid. */
+const WHO_AM_I = "pgwake_listener_pid";
+
+type ListenerState = "idle" | "connecting" | "listening" | "reconnecting" | "closed";
+
 /**
- * One dedicated LISTEN connection per process. It never gives up reconnecting: a database
- * restart or a terminated backend costs wake-ups for a while, never correctness, because the
- * worker polls and claims again as soon as the connection is back.
+ * One dedicated LISTEN connection per process (pg-listen). It never gives up reconnecting: a
+ * database restart, a terminated backend or a silent network costs wake-ups for a while, never
+ * correctness, because the worker polls and claims again as soon as the connection is back.
+ *
+ * A connection that goes silent (no reset: packets simply stop) is found by pg-listen's periodic
+ * check, which fails because every query on this connection has a time limit (`livenessMs`);
+ * pg-listen then drops the connection and reconnects, each attempt bounded by the same limit.
  */
 export class Listener {
+  private state: ListenerState = "idle";
   private subscriber: Subscriber | undefined;
-  private closed = false;
   private retry: NodeJS.Timeout | undefined;
-  connected = false;
+  private readonly sockets = new SocketTracker();
   private readonly options: ListenerOptions;
 
   constructor(options: ListenerOptions) {
     this.options = options;
   }
 
+  private get closed(): boolean {
+    return this.state === "closed";
+  }
+
+  /** True while notifications can arrive. */
+  get connected(): boolean {
+    return this.state === "listening";
+  }
+
   start(): void {
+    if (this.state !== "idle") throw new Error(`listener cannot start while ${this.state}`);
     void this.open(0);
   }
 
   private async open(attempt: number): Promise<void> {
     if (this.closed) return;
+    this.state = "connecting";
     const { options } = this;
-    const subscriber = createSubscriber(
-      { connectionString: options.connectionString, application_name: "pgwake-listener" },
+    const config = connectionConfig(
       {
-        retryInterval: (n: number) => Math.min(2_000, 100 * 2 ** n),
-        retryLimit: Number.POSITIVE_INFINITY,
-        retryTimeout: Number.POSITIVE_INFINITY,
-        paranoidChecking: options.livenessMs,
-        parse: (text: string) => text,
+        connectionString: options.connectionString,
+        applicationName: "pgwake-listener",
+        networkTimeoutMs: options.livenessMs,
+        // No statement on this connection runs for long; LISTEN must not need session options.
+        pooler: true,
       },
+      this.sockets,
     );
+    const subscriber = createSubscriber(config, {
+      // Throwing ends pg-listen's reconnection loop, which does not stop on close() by itself.
+      retryInterval: (n: number) => {
+        if (this.state === "closed") throw new Error("listener closed");
+        return Math.min(2_000, 100 * 2 ** n);
+      },
+      retryLimit: Number.POSITIVE_INFINITY,
+      retryTimeout: Number.POSITIVE_INFINITY,
+      paranoidChecking: options.livenessMs,
+      parse: (text: string) => text,
+    });
     subscriber.events.on(
       "notification",
-      ({ channel, payload }: { channel: string; payload?: unknown }) => {
+      ({
+        channel,
+        payload,
+        processId,
+      }: {
+        channel: string;
+        payload?: unknown;
+        processId: number;
+      }) => {
+        if (channel === WHO_AM_I) {
+          if (this.closed) return;
+          this.state = "listening";
+          options.logger.debug({ backendPid: processId }, "listener connected");
+          options.onConnected(processId);
+          return;
+        }
         options.onNotification(channel, typeof payload === "string" ? payload : "");
       },
     );
-    let listening = false;
     subscriber.events.on("connected", () => {
-      // The first "connected" comes before LISTEN ran; reconnects come after re-LISTEN.
-      if (this.closed || !listening) return;
-      this.connected = true;
-      options.logger.debug("listener connected");
-      options.onConnected();
+      // After a reconnection (pg-listen has run LISTEN again): learn the new backend's pid.
+      if (this.state === "reconnecting") void this.identify(subscriber);
     });
     subscriber.events.on("reconnect", (n: number) => {
-      if (this.connected) {
-        this.connected = false;
+      if (this.state === "listening") {
+        this.state = "reconnecting";
         options.onDisconnected();
       }
       if (n === 1 || n % 20 === 0) options.logger.warn({ attempt: n }, "listener reconnecting");
@@ -77,17 +126,15 @@ export class Listener {
     this.subscriber = subscriber;
     try {
       await subscriber.connect();
-      await Promise.all(options.channels.map((channel) => subscriber.listenTo(channel)));
-      listening = true;
-      if (this.closed) return;
-      this.connected = true;
-      options.onConnected();
+      for (const channel of [...options.channels, WHO_AM_I]) await subscriber.listenTo(channel);
+      this.state = "reconnecting";
+      await this.identify(subscriber);
     } catch (error) {
       // pg-listen retries lost connections, but not a first connection that fails.
       this.subscriber = undefined;
-      this.connected = false;
       await subscriber.close().catch(() => {});
       if (this.closed) return;
+      this.state = "connecting";
       const delay = Math.min(2_000, 100 * 2 ** attempt);
       if (attempt === 0 || attempt % 20 === 0) {
         options.logger.warn({ err: error, delayMs: delay }, "listener could not connect; retrying");
@@ -96,12 +143,33 @@ export class Listener {
     }
   }
 
+  /** The listener notifies itself; the notification carries its backend's pid. */
+  private async identify(subscriber: Subscriber): Promise<void> {
+    try {
+      await subscriber.notify(WHO_AM_I);
+    } catch (error) {
+      this.options.logger.debug({ err: error }, "listener could not identify itself");
+    }
+  }
+
+  /** Closes the connection; resolves once it is gone (or after `livenessMs` at most). */
   async close(): Promise<void> {
-    this.closed = true;
-    this.connected = false;
-    if (this.retry) clearTimeout(this.retry);
+    this.state = "closed";
+    clearTimeout(this.retry);
     const subscriber = this.subscriber;
     this.subscriber = undefined;
-    if (subscriber) await subscriber.close().catch(() => {});
+    if (!subscriber) {
+      this.sockets.close();
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      subscriber.close().catch(() => {}),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, this.options.livenessMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    this.sockets.close();
   }
 }

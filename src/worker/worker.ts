@@ -1,104 +1,33 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import type pg from "pg";
-import { createPool } from "../db/pool.ts";
-import { SchemaSql } from "../db/sql.ts";
-import { PermanentError, PgwakeError, type SerializedError, serializeError } from "../errors.ts";
-import { DEFAULT_BACKOFF, retryDelayMs } from "../jobs/backoff.ts";
-import { claimJobs } from "../jobs/claim.ts";
-import { type Completion, completeJobs } from "../jobs/complete.ts";
-import { appendEvents, type NewEvent } from "../jobs/events.ts";
-import { type Failure, failJobs } from "../jobs/fail.ts";
-import { heartbeat, removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
-import { type MaintenanceResult, runMaintenance } from "../jobs/reaper.ts";
+import { createPool, SocketTracker } from "../db/pool.ts";
+import { SchemaSql, statement } from "../db/sql.ts";
+import { PgwakeError } from "../errors.ts";
+import type { ClaimedJob } from "../jobs/claim.ts";
+import { removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
 import { returnJobs } from "../jobs/returnJobs.ts";
-import { findUnstorable } from "../jobs/storable.ts";
+import { addMinuteCounts, MinuteCounter } from "../jobs/stats.ts";
 import type { Job } from "../jobs/types.ts";
 import { type Logger, silentLogger } from "../logger.ts";
-import {
-  type AnyTaskDefinition,
-  type JobContext,
-  type TaskDefinition,
-  TaskRegistry,
-} from "../tasks.ts";
-import { Batcher } from "./batcher.ts";
+import { TaskRegistry } from "../tasks.ts";
+import { ClaimScheduler } from "./claimScheduler.ts";
+import { JobRunner, type RunOutcome } from "./jobRunner.ts";
+import { LeaseKeeper } from "./leaseKeeper.ts";
 import { Listener } from "./listener.ts";
-import { registerWaiter, stillRunning, unregisterWaiter } from "./wake.ts";
+import { Maintenance, type MaintenanceService } from "./maintenance.ts";
+import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from "./options.ts";
+import { OutcomeWriter } from "./outcomeWriter.ts";
+import { parseWakeNotice, Wakeup } from "./wakeup.ts";
 
-/** How a worker process runs; every field but `tasks` and a database has a default. */
-export interface WorkerOptions {
-  /** Used for the pool (unless `pool` is given) and for the LISTEN connection. */
-  connectionString: string;
-  /**
-   * A pool to claim and complete on; by default the worker makes and owns one. The worker's own
-   * pool fixes its plans (generic, index paths, no JIT: see `createPool`); a pool given here
-   * keeps its sessions' settings.
-   */
-  pool?: pg.Pool;
-  schema?: string;
-  tasks: TaskRegistry | readonly AnyTaskDefinition[];
-  queues?: readonly string[];
-  /** Jobs run at once by this process. */
-  concurrency?: number;
-  /** LISTEN/NOTIFY wake-ups; false polls only (e.g. behind PgBouncer in transaction mode). */
-  notify?: boolean;
-  /** The fallback poll (jittered ±25%). */
-  pollIntervalMs?: number;
-  leaseMs?: number;
-  heartbeatMs?: number;
-  /** A handler's time limit unless the job or the task sets one. */
-  defaultTimeoutMs?: number;
-  /**
-   * After a claim that found some jobs but fewer than it had room for, claim again after this
-   * long instead of asking to be woken: under steady load the next jobs are moments away, and
-   * one claim then takes them together. A claim that finds nothing still waits for a wake-up.
-   * 0 turns it off.
-   */
-  claimCooldownMs?: number;
-  /** Completions and failures wait this long to be written together. */
-  flushDelayMs?: number;
-  flushBatchSize?: number;
-  /** Maintenance (reaper, stale workers, retention) interval, jittered ±25%; 0 turns it off. */
-  maintenanceIntervalMs?: number;
-  /** Terminal jobs are deleted this long after they finished; null keeps them. */
-  retentionMs?: number | null;
-  /** Liveness query on the LISTEN connection. */
-  livenessMs?: number;
-  workerId?: string;
-  logger?: Logger;
-}
+export { type QueueSlots, WORKER_DEFAULTS, type WorkerOptions } from "./options.ts";
 
-/** How many future run times a worker remembers; the poll covers any beyond. */
-const MAX_RUN_TIMES = 64;
-
-const DEFAULTS = {
-  schema: "pgwake",
-  queues: ["default"],
-  concurrency: 16,
-  notify: true,
-  pollIntervalMs: 2_000,
-  leaseMs: 30_000,
-  heartbeatMs: 10_000,
-  defaultTimeoutMs: 5 * 60_000,
-  claimCooldownMs: 5,
-  flushDelayMs: 2,
-  flushBatchSize: 500,
-  maintenanceIntervalMs: 5_000,
-  retentionMs: 7 * 24 * 3_600_000,
-  livenessMs: 10_000,
-} as const;
-
-interface RunningJob {
-  job: Job;
-  task: TaskDefinition<unknown>;
-  controller: AbortController;
-  timer: NodeJS.Timeout | undefined;
-  startedAt: number;
-  /** The outcome no longer belongs to us (cancelled, lease lost, handed back): do not write it. */
-  abandoned: boolean;
-}
-
-type Outcome = { kind: "completion"; item: Completion } | { kind: "failure"; item: Failure };
+/**
+ * What the worker as a whole is doing: `idle` (made, not started), `running`, `stopping`,
+ * `stopped`. Whether it may claim is the lease keeper's business (`fenced`), and each queue's
+ * claims have their own states (ClaimScheduler).
+ */
+export type WorkerState = "idle" | "running" | "stopping" | "stopped";
 
 export interface WorkerStats {
   claimed: number;
@@ -107,129 +36,174 @@ export interface WorkerStats {
   claimQueries: number;
 }
 
+/** Most jobs one claim takes. */
+const MAX_CLAIM = 1_000;
+/** After grace, how long shutdown may spend handing back and writing (the database may be gone). */
+const SHUTDOWN_MARGIN_MS = 3_000;
+/** Per-minute counts are written this often. */
+const COUNTS_FLUSH_MS = 5_000;
+
+const KNOWN_QUEUES = statement("known_queues", "SELECT name FROM {{schema}}.queues");
+
+/** A claimed job waiting for a slot. */
+interface Buffered {
+  job: Job;
+}
+
 /**
- * A worker process's engine: claims ready jobs into free slots, runs their handlers, writes
- * outcomes in batches, keeps leases alive and, in one process at a time, reaps the jobs of
- * dead workers. Wakes on NOTIFY; polls behind it.
+ * A worker process's engine, a composition of parts that each own their timers and promises:
+ * one `ClaimScheduler` per queue (when and where to claim), a `JobRunner` (handlers, signals,
+ * timeouts), an `OutcomeWriter` (batched, guarded writes), a `LeaseKeeper` (heartbeat and
+ * fencing), the `Listener` and `Wakeup` (notifications and tokens), and `Maintenance` (reaper,
+ * retention). This class only wires them: it shares the handler slots between queues (round
+ * robin over the queues' buffers, each queue within its cap) and runs start and stop.
  */
 export class Worker {
-  readonly id: string;
   readonly stats: WorkerStats = { claimed: 0, completed: 0, failed: 0, claimQueries: 0 };
+  private currentId: string;
+  private readonly opts: ResolvedWorkerOptions;
   private readonly sql: SchemaSql;
   private readonly registry: TaskRegistry;
   private readonly pool: pg.Pool;
   private readonly ownsPool: boolean;
-  private readonly logger: Logger;
-  private readonly opts: Required<
-    Omit<WorkerOptions, "pool" | "workerId" | "logger" | "tasks" | "retentionMs">
-  > & {
-    retentionMs: number | null;
-  };
-  private readonly running = new Map<number, RunningJob>();
-  private readonly outcomes: Batcher<Outcome>;
-  private readonly logs: Batcher<NewEvent>;
-  private readonly background = new Set<Promise<unknown>>();
+  private readonly sockets = new SocketTracker();
+  private logger: Logger;
+  private readonly baseLogger: Logger;
+  private readonly runner: JobRunner;
+  private readonly writer: OutcomeWriter;
+  private readonly lease: LeaseKeeper;
+  private readonly maintenance: Maintenance | undefined;
+  private readonly wakeup: Wakeup | undefined;
   private listener: Listener | undefined;
-  private state: "idle" | "running" | "stopping" | "stopped" = "idle";
-  private stopping: Promise<void> | undefined;
-
-  // Claim scheduling.
-  private claimLoop: Promise<void> | undefined;
-  /** There may be ready jobs: claim when a slot is free. */
-  private wanted = false;
-  private registered = false;
-  private unregistering: Promise<unknown> | undefined;
-  /** Transactions that may have enqueued unseen while we registered. */
-  private watched: string[] = [];
-  private watchTimer: NodeJS.Timeout | undefined;
-  private watchDelayMs = 2;
-  private watchChecking = false;
+  private readonly schedulers = new Map<string, ClaimScheduler>();
+  private readonly buffers = new Map<string, Buffered[]>();
+  /** Queues in round-robin order for handing out slots. */
+  private order: string[] = [];
+  private nextQueue = 0;
+  private readonly counts = new MinuteCounter();
+  /** Recent completions per queue per second, for the size of claims. */
+  private readonly rates = new Map<string, { done: number; rate: number }>();
+  private rateTimer: NodeJS.Timeout | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
-  private nextRunTimer: NodeJS.Timeout | undefined;
-  /** The claim after the cooldown; apart from `nextRunTimer`, which may wait for a retry. */
-  private cooldownTimer: NodeJS.Timeout | undefined;
-  /** Known future run times (epoch ms, ascending); `nextRunTimer` waits for the first. */
-  private runTimes: number[] = [];
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  private maintenanceTimer: NodeJS.Timeout | undefined;
-  private claimBackoff = 0;
+  private countsTimer: NodeJS.Timeout | undefined;
+  /** Jobs stopped by a fence, to hand back once the lease is renewed. */
+  private fencedJobs: Job[] = [];
+  private state: WorkerState = "idle";
+  private stopping: Promise<void> | undefined;
+  private readonly background = new Set<Promise<unknown>>();
 
   constructor(options: WorkerOptions) {
-    this.opts = {
-      connectionString: options.connectionString,
-      schema: options.schema ?? DEFAULTS.schema,
-      queues: options.queues?.length ? [...new Set(options.queues)] : DEFAULTS.queues,
-      concurrency: options.concurrency ?? DEFAULTS.concurrency,
-      notify: options.notify ?? DEFAULTS.notify,
-      pollIntervalMs: options.pollIntervalMs ?? DEFAULTS.pollIntervalMs,
-      leaseMs: options.leaseMs ?? DEFAULTS.leaseMs,
-      heartbeatMs: options.heartbeatMs ?? DEFAULTS.heartbeatMs,
-      defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULTS.defaultTimeoutMs,
-      claimCooldownMs: options.claimCooldownMs ?? DEFAULTS.claimCooldownMs,
-      flushDelayMs: options.flushDelayMs ?? DEFAULTS.flushDelayMs,
-      flushBatchSize: options.flushBatchSize ?? DEFAULTS.flushBatchSize,
-      maintenanceIntervalMs: options.maintenanceIntervalMs ?? DEFAULTS.maintenanceIntervalMs,
-      retentionMs: options.retentionMs === undefined ? DEFAULTS.retentionMs : options.retentionMs,
-      livenessMs: options.livenessMs ?? DEFAULTS.livenessMs,
-    };
-    if (!(this.opts.concurrency >= 1))
-      throw new PgwakeError("INVALID_OPTIONS", "concurrency must be at least 1");
-    if (this.opts.heartbeatMs >= this.opts.leaseMs) {
-      throw new PgwakeError("INVALID_OPTIONS", "heartbeatMs must be shorter than leaseMs");
-    }
-    this.id = options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-    this.sql = new SchemaSql(this.opts.schema);
+    this.opts = resolveWorkerOptions(options);
+    const opts = this.opts;
+    this.currentId = options.workerId ?? newWorkerId();
+    this.sql = new SchemaSql(opts.schema, { pooler: opts.pooler });
     this.registry =
       options.tasks instanceof TaskRegistry ? options.tasks : new TaskRegistry(options.tasks);
     if (this.registry.size === 0)
       throw new PgwakeError("INVALID_OPTIONS", "a worker needs at least one task");
-    this.logger = (options.logger ?? silentLogger).child({ workerId: this.id });
+    this.baseLogger = options.logger ?? silentLogger;
+    this.logger = this.baseLogger.child({ workerId: this.currentId });
     this.ownsPool = !options.pool;
-    const onPoolError = (error: Error) =>
-      this.logger.warn({ err: error }, "idle database connection failed");
     this.pool =
       options.pool ??
       createPool(
         {
-          connectionString: this.opts.connectionString,
-          max: 4,
+          connectionString: opts.connectionString,
+          max: opts.poolSize,
           applicationName: "pgwake-worker",
           fixedPlans: true,
+          pooler: opts.pooler,
+          networkTimeoutMs: opts.networkTimeoutMs,
         },
-        onPoolError,
+        (error) => this.logger.warn({ err: error }, "idle database connection failed"),
+        this.sockets,
       );
-    this.outcomes = new Batcher<Outcome>({
-      write: (items) => this.writeOutcomes(items),
-      onWritten: () => this.slotFreed(),
-      delayMs: this.opts.flushDelayMs,
-      maxBatch: this.opts.flushBatchSize,
-      onError: (error, items) =>
-        this.logger.error({ err: error, jobs: items.length }, "could not record job outcomes"),
+    const workerId = () => this.currentId;
+    this.runner = new JobRunner({
+      registry: this.registry,
+      defaultTimeoutMs: opts.defaultTimeoutMs,
+      logger: this.baseLogger,
+      workerId,
+      onOutcome: (outcome) => this.onOutcome(outcome),
+      onSlotFreed: () => this.slotFreed(),
+      onLog: (event) => this.writer.log(event),
     });
-    this.logs = new Batcher<NewEvent>({
-      write: (items) => appendEvents(this.pool, this.sql, items),
-      delayMs: 20,
-      maxBatch: 500,
-      onError: (error, items) =>
-        this.logger.warn({ err: error, events: items.length }, "could not record job logs"),
+    this.writer = new OutcomeWriter({
+      pool: this.pool,
+      sql: this.sql,
+      registry: this.registry,
+      workerId,
+      logger: this.baseLogger,
+      flushDelayMs: opts.flushDelayMs,
+      flushBatchSize: opts.flushBatchSize,
+      onWritten: (written) => this.onWritten(written),
     });
+    this.lease = new LeaseKeeper({
+      pool: this.pool,
+      sql: this.sql,
+      leaseMs: opts.leaseMs,
+      heartbeatMs: opts.heartbeatMs,
+      logger: this.baseLogger,
+      info: () => ({ ...this.info, runningByQueue: this.heldByQueue() }),
+      held: () => this.heldIds(),
+      onLost: (ids) => this.lost(ids),
+      onFence: () => this.fence(),
+      onRenewed: (reaped) => this.unfence(reaped),
+    });
+    if (opts.notify) {
+      this.wakeup = new Wakeup({
+        pool: this.pool,
+        sql: this.sql,
+        workerId,
+        tasks: this.registry.names(),
+        logger: this.baseLogger,
+        onRecheck: (queues) => {
+          for (const q of queues) {
+            if (q === "*") this.track(this.discoverAndClaim());
+            else this.scheduler(q)?.request();
+          }
+        },
+      });
+    }
+    if (opts.maintenanceIntervalMs > 0) {
+      this.maintenance = new Maintenance({
+        pool: this.pool,
+        sql: this.sql,
+        logger: this.baseLogger,
+        intervalMs: opts.maintenanceIntervalMs,
+        retentionMs: opts.retentionMs,
+      });
+    }
+    for (const q of opts.queues ?? []) this.addQueue(q.name);
+  }
+
+  /** This worker's id in the fleet (a new one after it was reaped and started over). */
+  get id(): string {
+    return this.currentId;
   }
 
   get info(): WorkerInfo {
     return {
-      id: this.id,
+      id: this.currentId,
       host: hostname(),
       pid: process.pid,
-      queues: this.opts.queues,
+      queues: this.opts.queues ? this.opts.queues.map((q) => q.name) : ["*"],
       tasks: this.registry.names(),
       concurrency: this.opts.concurrency,
-      listening: this.listener?.connected ?? false,
+      listening: this.listening,
     };
   }
 
   /** Jobs running now. */
   get busy(): number {
-    return this.running.size;
+    return this.runner.size;
+  }
+
+  /** Jobs claimed and waiting for a slot. */
+  get buffered(): number {
+    let n = 0;
+    for (const b of this.buffers.values()) n += b.length;
+    return n;
   }
 
   /** Whether the LISTEN connection is up (false in poll-only mode). */
@@ -237,586 +211,535 @@ export class Worker {
     return this.listener?.connected ?? false;
   }
 
+  get workerState(): WorkerState {
+    return this.state;
+  }
+
+  /** Whether the lease is live (false while fenced: no job runs, no claim is made). */
+  get leaseLive(): boolean {
+    return this.lease.leaseState === "live";
+  }
+
+  /** Each served queue's claim state, for health checks and tests. */
+  claimStates(): Record<string, string> {
+    return Object.fromEntries([...this.schedulers].map(([q, s]) => [q, s.claimState]));
+  }
+
+  /** Adds a maintenance service (e.g. schedules) to this worker's loops. */
+  addMaintenanceService(service: MaintenanceService): void {
+    this.maintenance?.add(service);
+  }
+
   /** Registers the worker, opens the LISTEN connection and starts claiming. */
   async start(): Promise<void> {
     if (this.state !== "idle") throw new PgwakeError("INVALID_OPTIONS", "a worker starts once");
     this.state = "running";
-    await this.beat();
-    if (this.opts.notify) {
-      const channel = this.sql.channel;
+    try {
+      await this.lease.start();
+      if (!this.opts.queues) await this.discoverQueues();
+    } catch (error) {
+      this.state = "stopped";
+      await this.lease.stop();
+      await this.closePool(0);
+      throw error;
+    }
+    if (this.wakeup) {
       this.listener = new Listener({
-        connectionString: this.opts.connectionString,
-        channels: [channel, this.sql.controlChannel],
+        connectionString: this.opts.listenConnectionString,
+        channels: [this.sql.channel, this.sql.controlChannel],
         livenessMs: this.opts.livenessMs,
         logger: this.logger,
-        onNotification: (ch, payload) => this.onNotification(ch, payload),
-        onConnected: () => {
-          // Anything inserted while we were not listening is found by claiming now.
-          this.registered = false;
-          this.wake();
+        onNotification: (channel, payload) => this.onNotification(channel, payload),
+        onConnected: (pid) => {
+          this.wakeup?.setListener(pid);
+          if (!this.opts.queues) this.wakeup?.put("*");
+          // Anything submitted while we were not listening is found by claiming now.
+          for (const s of this.schedulers.values()) s.request();
         },
-        onDisconnected: () => {
-          // Nobody hears notifications now: spare submitters the cost (best effort, the
-          // database may be the thing that went away).
-          this.unregister();
-        },
+        onDisconnected: () => this.wakeup?.setListener(undefined),
       });
       this.listener.start();
     }
+    this.maintenance?.start();
     this.schedulePoll();
-    this.heartbeatTimer = setInterval(() => this.track(this.beat()), this.opts.heartbeatMs);
-    if (this.opts.maintenanceIntervalMs > 0) this.scheduleMaintenance();
+    this.rateTimer = setInterval(() => this.updateRates(), 250);
+    this.countsTimer = setInterval(() => this.track(this.flushCounts()), COUNTS_FLUSH_MS);
     this.logger.info(
       {
-        queues: this.opts.queues,
+        queues: this.opts.queues ?? "*",
         tasks: this.registry.names(),
         concurrency: this.opts.concurrency,
         notify: this.opts.notify,
       },
       "worker started",
     );
-    this.wake();
+    for (const s of this.schedulers.values()) s.request({ sweep: true });
   }
 
   /**
-   * Stops claiming, lets running jobs finish for up to `graceMs`, then aborts the rest and hands
-   * them back without burning their attempt, writes every pending outcome, closes the listener
-   * and, last, the pool it owns.
+   * Stops claiming, hands back jobs claimed but not started, lets running jobs finish for up to
+   * `graceMs`, then aborts the rest and hands them back without burning their attempt, writes
+   * every pending outcome, and closes the listener and the pool it owns. Resolves within
+   * grace + a few seconds whatever the database does: what could not be written is left to the
+   * lease (the jobs run again) and logged.
    */
   stop(options: { graceMs?: number } = {}): Promise<void> {
     this.stopping ??= this.shutdown(options.graceMs ?? 10_000);
     return this.stopping;
   }
 
-  private async shutdown(graceMs: number): Promise<void> {
-    if (this.state === "idle") {
-      this.state = "stopped";
-      if (this.ownsPool) await this.pool.end();
-      return;
-    }
-    this.state = "stopping";
-    clearTimeout(this.pollTimer);
-    clearTimeout(this.nextRunTimer);
-    this.runTimes = [];
-    clearTimeout(this.cooldownTimer);
-    clearTimeout(this.maintenanceTimer);
-    clearTimeout(this.watchTimer);
-    const listener = this.listener;
-    this.listener = undefined;
-    await listener?.close();
-    await this.claimLoop;
-
-    const deadline = Date.now() + graceMs;
-    while (this.running.size > 0 && Date.now() < deadline) {
-      await this.waitForSlot(deadline - Date.now());
-    }
-    if (this.running.size > 0) {
-      const left = [...this.running.values()];
-      this.logger.warn(
-        { jobs: left.length },
-        "grace period over: aborting and returning running jobs",
-      );
-      for (const entry of left)
-        this.abandon(entry, new PgwakeError("SHUTDOWN", "worker shut down"));
-      await this.safely(
-        returnJobs(
-          this.pool,
-          this.sql,
-          this.id,
-          left.map((e) => ({ id: e.job.id, attempt: e.job.attempts })),
-          "worker shut down before the job finished",
-        ),
-        "could not return jobs",
-      );
-    }
-    await this.outcomes.flush();
-    await this.logs.flush();
-    clearInterval(this.heartbeatTimer);
-    await Promise.allSettled([...this.background]);
-    await this.safely(removeWorker(this.pool, this.sql, this.id), "could not unregister worker");
-    this.state = "stopped";
-    if (this.ownsPool) await this.pool.end();
-    this.logger.info(this.stats, "worker stopped");
-  }
-
-  /** Runs one maintenance pass now (normally on a timer). */
-  maintain(): Promise<MaintenanceResult> {
-    return runMaintenance(this.pool, this.sql, {
-      reapBatch: 1_000,
-      staleWorkerMs: Math.max(this.opts.leaseMs * 2, this.opts.heartbeatMs * 6),
-      retentionMs: this.opts.retentionMs,
-      pruneBatch: 1_000,
-    });
-  }
-
-  // ---- waking and claiming ------------------------------------------------------------------
-
-  private onNotification(channel: string, payload: string): void {
-    this.logger.trace({ channel, payload, registered: this.registered }, "notification");
-    if (this.state !== "running") return;
-    if (channel === this.sql.channel) {
-      // `queue` (everyone), `queue<TAB>@delayMs` (a job due later), `queue<TAB>workerId` (a
-      // waiter token was spent on that worker: only it wakes). See wake() in 0001_init.sql.
-      const [queue = "", target] = payload.split("\t");
-      if (!this.opts.queues.includes(queue)) return;
-      if (target === undefined) {
-        this.wake();
-      } else if (target.startsWith("@")) {
-        this.scheduleNextRun(Number(target.slice(1)) || 0);
-      } else if (target === this.id) {
-        // The submitter spent our token. The "somebody waits" flag may stay up meanwhile: the
-        // insert trigger then only finds no token (cheap), and maintenance lowers the flag.
-        this.registered = false;
-        this.wake();
-      }
-      return;
-    }
-    const match = /^cancel (\d+)$/.exec(payload);
-    if (match && this.running.has(Number(match[1]))) {
-      // The heartbeat finds out which jobs we lost and aborts them.
-      this.track(this.beat());
-    }
-  }
-
-  /** Something may be ready: claim as soon as a slot is free. */
-  private wake(): void {
-    this.wanted = true;
-    this.requestClaim();
-  }
-
-  private requestClaim(): void {
-    if (this.claimLoop || this.state !== "running") return;
-    // Coalesce: slots freed in the same tick are filled by one claim.
-    this.claimLoop = new Promise<void>((resolve) => setImmediate(resolve))
-      .then(() => this.claimUntilIdle())
-      .finally(() => {
-        this.claimLoop = undefined;
-        // Slots freed while the loop was finishing found it busy: pick them up now.
-        if (this.wanted && this.freeSlots() > 0) this.requestClaim();
+  /** Runs every maintenance service once now (normally on their timers). */
+  maintain(): Promise<Record<string, unknown>> {
+    const maintenance =
+      this.maintenance ??
+      new Maintenance({
+        pool: this.pool,
+        sql: this.sql,
+        logger: this.logger,
+        intervalMs: 1_000,
+        retentionMs: this.opts.retentionMs,
       });
+    return maintenance.runOnce();
   }
 
-  private async claimUntilIdle(): Promise<void> {
-    while (this.wanted && this.state === "running") {
-      const free = this.freeSlots();
-      if (free <= 0) return; // a finishing job calls us again
-      this.wanted = false;
-      let jobs: Job[];
+  // ---- queues and claims --------------------------------------------------------------------
+
+  private scheduler(queue: string): ClaimScheduler | undefined {
+    const existing = this.schedulers.get(queue);
+    if (existing || this.opts.queues || this.state !== "running" || queue === "*") return existing;
+    // A worker of every queue meets a new one.
+    return this.addQueue(queue);
+  }
+
+  private addQueue(queue: string): ClaimScheduler {
+    const existing = this.schedulers.get(queue);
+    if (existing) return existing;
+    const scheduler = new ClaimScheduler({
+      queue,
+      tasks: this.registry.names(),
+      pool: this.pool,
+      sql: this.sql,
+      workerId: () => this.currentId,
+      logger: this.logger,
+      wakeup: this.wakeup,
+      claimCooldownMs: this.opts.claimCooldownMs,
+      room: () => this.room(queue),
+      onClaimed: (jobs) => this.claimed(queue, jobs),
+    });
+    this.schedulers.set(queue, scheduler);
+    this.buffers.set(queue, []);
+    this.order.push(queue);
+    this.wakeup?.setKnownQueues([...this.schedulers.keys()]);
+    if (this.state === "running" && this.lease.leaseState !== "fenced") {
+      scheduler.request({ sweep: true });
+    }
+    return scheduler;
+  }
+
+  /** Meets queues that appeared, and claims from every queue. */
+  private async discoverAndClaim(): Promise<void> {
+    try {
+      await this.discoverQueues();
+    } catch (error) {
+      this.logger.debug({ err: error }, "could not read the queues");
+    }
+    for (const s of this.schedulers.values()) s.request();
+  }
+
+  private async discoverQueues(): Promise<void> {
+    const { rows } = await this.pool.query<{ name: string }>(this.sql.bind(KNOWN_QUEUES));
+    const before = this.schedulers.size;
+    for (const { name } of rows) this.addQueue(name);
+    // The `*` token leaves out the queues we now know: put it again with the new list.
+    if (this.schedulers.size > before && this.wakeup?.holds("*")) {
+      this.wakeup.take("*");
+      this.wakeup.put("*");
+    }
+  }
+
+  /** The cap of a queue's running jobs. */
+  private cap(queue: string): number {
+    const slots = this.opts.queues?.find((q) => q.name === queue)?.slots;
+    return Math.min(this.opts.concurrency, slots ?? this.opts.concurrency);
+  }
+
+  /** Jobs the worker wants claimed ahead of its free slots for a queue: its recent rate × buffer. */
+  private bufferTarget(queue: string): number {
+    const rate = this.rates.get(queue)?.rate ?? 0;
+    const target = Math.round((rate * this.opts.bufferMs) / 1_000);
+    return Math.min(MAX_CLAIM, Math.max(this.opts.bufferMs > 0 ? this.cap(queue) : 0, target));
+  }
+
+  /**
+   * How many jobs a queue may claim now: its free slots plus its buffer target, less what it has
+   * buffered, and less outcomes piling up beyond a batch (their jobs hold leases too: when the
+   * database is slower than the handlers, claim less until they drain). Below half the buffer
+   * target the claim waits for more room, so fast jobs are claimed in large batches.
+   */
+  private room(queue: string): number {
+    if (this.state !== "running" || this.lease.leaseState !== "live") return 0;
+    const running = this.runner.runningIn(queue);
+    const buffered = this.buffers.get(queue)?.length ?? 0;
+    const freeSlots = Math.max(
+      0,
+      Math.min(this.cap(queue) - running, this.opts.concurrency - this.runner.size),
+    );
+    const target = this.bufferTarget(queue);
+    const unwritten = Math.max(0, this.writer.pending - this.opts.flushBatchSize);
+    const room = Math.min(MAX_CLAIM, freeSlots + target - buffered - unwritten);
+    if (room <= 0) return 0;
+    if (buffered > 0 && room < Math.max(1, target / 2)) return 0;
+    return room;
+  }
+
+  private claimed(queue: string, jobs: ClaimedJob[]): void {
+    this.stats.claimed += jobs.length;
+    this.stats.claimQueries++;
+    if (this.lease.leaseState === "fenced") {
+      // Fenced while the claim was in flight: hand them back with the others once renewed.
+      this.fencedJobs.push(...jobs.map((c) => c.job));
+      return;
+    }
+    if (this.state !== "running") {
+      this.track(
+        this.handBack(
+          jobs.map((c) => c.job),
+          "the worker stopped before the job started",
+        ),
+      );
+      return;
+    }
+    const buffer = this.buffers.get(queue)!;
+    for (const { job } of jobs) buffer.push({ job });
+    this.dispatch();
+  }
+
+  /** Starts buffered jobs while slots are free, taking queues in turn. */
+  private dispatch(): void {
+    if (this.state !== "running") return;
+    let free = this.opts.concurrency - this.runner.size;
+    if (free <= 0 || this.order.length === 0) return;
+    let idleRounds = 0;
+    while (free > 0 && idleRounds < this.order.length) {
+      const queue = this.order[this.nextQueue % this.order.length]!;
+      this.nextQueue = (this.nextQueue + 1) % this.order.length;
+      const buffer = this.buffers.get(queue)!;
+      if (buffer.length === 0 || this.runner.runningIn(queue) >= this.cap(queue)) {
+        idleRounds++;
+        continue;
+      }
+      idleRounds = 0;
+      const { job } = buffer.shift()!;
+      free--;
+      this.runner.run(job);
+    }
+    for (const s of this.schedulers.values()) s.roomAvailable();
+  }
+
+  private slotFreed(): void {
+    this.dispatch();
+  }
+
+  // ---- outcomes ------------------------------------------------------------------------------
+
+  private onOutcome(outcome: RunOutcome): void {
+    if (outcome.kind === "completed") this.stats.completed++;
+    else this.stats.failed++;
+    const rate = this.rates.get(outcome.job.queue);
+    if (rate) rate.done++;
+    else this.rates.set(outcome.job.queue, { done: 1, rate: 0 });
+    this.writer.add(outcome);
+  }
+
+  private onWritten(
+    written: Parameters<ConstructorParameters<typeof OutcomeWriter>[0]["onWritten"]>[0],
+  ): void {
+    for (const { job, ms } of written.completed) {
+      this.counts.add(job.queue, finishedAt(job, ms), {
+        completed: 1,
+        runMs: ms,
+        waitMs: waitOf(job),
+      });
+    }
+    for (const { pending, result } of written.failed) {
+      const { job, ms } = pending;
+      const retried = result.status !== "failed";
+      this.counts.add(job.queue, finishedAt(job, ms), {
+        failed: retried ? 0 : 1,
+        retried: retried ? 1 : 0,
+        runMs: ms,
+        waitMs: waitOf(job),
+      });
+      // Our own retry: claim it when it is due (promoted by that claim).
+      if (result.status === "retrying") {
+        this.schedulers.get(result.queue)?.dueAt(result.runAt.getTime());
+      } else if (result.status === "pending") {
+        this.schedulers.get(result.queue)?.request();
+      }
+    }
+  }
+
+  private async flushCounts(): Promise<void> {
+    if (this.counts.size === 0) return;
+    const counts = this.counts.take();
+    try {
+      await addMinuteCounts(this.pool, this.sql, counts);
+    } catch (error) {
+      this.counts.restore(counts);
+      this.logger.debug({ err: error }, "could not write per-minute counts");
+    }
+  }
+
+  private updateRates(): void {
+    for (const entry of this.rates.values()) {
+      const now = entry.done * 4; // per second over the 250 ms window
+      entry.rate = entry.rate === 0 ? now : entry.rate * 0.7 + now * 0.3;
+      entry.done = 0;
+    }
+  }
+
+  // ---- leases ------------------------------------------------------------------------------
+
+  private heldIds(): number[] {
+    const ids = this.runner.ids();
+    for (const buffer of this.buffers.values()) for (const b of buffer) ids.push(b.job.id);
+    ids.push(...this.writer.pendingIds());
+    return ids;
+  }
+
+  private heldByQueue(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [queue, n] of this.runner.countsByQueue()) out[queue] = n;
+    for (const [queue, buffer] of this.buffers) {
+      if (buffer.length > 0) out[queue] = (out[queue] ?? 0) + buffer.length;
+    }
+    return out;
+  }
+
+  /** Jobs we no longer hold (cancelled, or taken back after our lease ran out). */
+  private lost(ids: number[]): void {
+    const gone = new Set(ids);
+    for (const buffer of this.buffers.values()) {
+      for (let i = buffer.length - 1; i >= 0; i--)
+        if (gone.has(buffer[i]!.job.id)) buffer.splice(i, 1);
+    }
+    for (const id of ids) {
+      this.runner.abandon(
+        id,
+        new PgwakeError("CANCELLED", `job ${id} was cancelled or its lease was lost`),
+      );
+    }
+  }
+
+  /** The lease could not be renewed in time: stop every job and every claim. */
+  private fence(): void {
+    for (const s of this.schedulers.values()) s.fence();
+    const stopped = this.runner.abandonAll(
+      new PgwakeError("LEASE_LOST", "the worker could not renew its lease: job stopped"),
+    );
+    const buffered = [...this.buffers.values()].flatMap((b) => b.splice(0).map((x) => x.job));
+    this.fencedJobs.push(...stopped, ...buffered);
+  }
+
+  /** The lease was renewed after a fence; a reaped worker starts over under a new id. */
+  private async unfence(reaped: boolean): Promise<void> {
+    const jobs = this.fencedJobs.splice(0);
+    if (reaped) {
+      this.currentId = newWorkerId();
+      this.logger = this.baseLogger.child({ workerId: this.currentId });
+      this.writer.drop(); // outcomes of jobs we no longer hold would be refused anyway
       try {
-        this.stats.claimQueries++;
-        jobs = await claimJobs(this.pool, this.sql, {
-          queues: this.opts.queues,
-          tasks: this.registry.names(),
-          limit: free,
-          workerId: this.id,
-          leaseMs: this.opts.leaseMs,
-        });
-        this.claimBackoff = 0;
+        await this.lease.reregister();
       } catch (error) {
-        this.claimBackoff = Math.min(5_000, Math.max(100, this.claimBackoff * 2));
-        this.logger.warn({ err: error, retryInMs: this.claimBackoff }, "claim failed");
-        this.scheduleNextRun(this.claimBackoff);
+        this.logger.warn({ err: error }, "could not register again; retrying with the heartbeat");
         return;
       }
-      this.stats.claimed += jobs.length;
-      this.logger.trace({ claimed: jobs.length, free, registered: this.registered }, "claimed");
-      for (const job of jobs) this.run(job);
-      if (jobs.length === free) {
-        // A full batch: more may be waiting. Claim again when slots free up; no NOTIFY needed
-        // meanwhile, so stop asking inserters for one.
-        this.wanted = true;
-        if (this.registered) {
-          this.unregister();
-        }
-      } else if (jobs.length > 0 && this.opts.claimCooldownMs > 0) {
-        // Jobs are arriving: take the next ones together in a moment. Asking to be woken now
-        // would cost a registration, a NOTIFY and a claim for every few jobs.
-        this.cooldownTimer ??= setTimeout(() => {
-          this.cooldownTimer = undefined;
-          this.wake();
-        }, this.opts.claimCooldownMs);
-      } else if (!this.registered && this.listener?.connected) {
-        // Caught up: ask to be notified, then claim once more for what was committed while the
-        // registration became visible.
-        // `registered` is set before the token is visible: a submitter may spend the token (and
-        // its notification may arrive) while we are still registering, and that must win.
-        this.registered = true;
-        try {
-          await this.unregistering; // a late DELETE must not remove the token we put now
-          const inProgress = await registerWaiter(this.pool, this.sql, this.id, this.opts.queues);
-          this.logger.trace(
-            { inProgress: inProgress.length, registered: this.registered },
-            "registered",
-          );
-          this.wanted = true;
-          this.watchTransactions(inProgress);
-        } catch (error) {
-          this.registered = false;
-          this.logger.warn({ err: error }, "could not register for wake-ups; polling");
-        }
-      }
+      this.logger.warn("started over under a new id");
+    } else if (jobs.length > 0) {
+      // Still ours: hand them back untouched so others can run them now.
+      await this.handBack(jobs, "the worker lost its database connection while holding the job");
     }
+    if (this.state !== "running") return;
+    if (this.listener?.connected && !this.opts.queues) this.wakeup?.put("*");
+    for (const s of this.schedulers.values()) s.resume();
   }
 
-  /**
-   * Claims again whenever some of `xids` end, until all have: they were running when our token
-   * became visible and may have enqueued without seeing it. Polls with backoff (2 ms to 100 ms,
-   * back to 2 ms whenever new ones are added) and blocks nobody: a transaction left open for
-   * minutes only costs this cheap query.
-   */
-  private watchTransactions(xids: string[]): void {
-    this.watched = [...new Set([...this.watched, ...xids])];
-    if (this.watched.length === 0) return;
-    // New transactions to watch: look again soon, however long older ones have been running.
-    this.watchDelayMs = 2;
-    if (this.watchChecking) return; // the check under way reschedules with the reset delay
-    clearTimeout(this.watchTimer);
-    this.watchTimer = setTimeout(() => this.track(this.checkWatched()), this.watchDelayMs);
-  }
-
-  private async checkWatched(): Promise<void> {
-    this.watchTimer = undefined;
-    if (this.state !== "running" || this.watched.length === 0) return;
-    this.watchChecking = true;
-    const checking = this.watched;
-    let still = checking;
+  private async handBack(jobs: Job[], reason: string): Promise<void> {
+    if (jobs.length === 0) return;
     try {
-      still = await stillRunning(this.pool, this.sql, checking);
-    } catch (error) {
-      this.logger.warn({ err: error }, "could not check transactions in progress");
-    } finally {
-      this.watchChecking = false;
-    }
-    // Keep what was added while the query ran.
-    const added = this.watched.filter((xid) => !checking.includes(xid));
-    this.watched = [...still, ...added];
-    if (still.length < checking.length) this.wake();
-    if (this.watched.length === 0 || this.state !== "running") return;
-    this.watchTimer = setTimeout(() => this.track(this.checkWatched()), this.watchDelayMs);
-    this.watchDelayMs = Math.min(100, this.watchDelayMs * 2);
-  }
-
-  /** Takes our tokens back (we are busy, or cannot hear notifications). */
-  private unregister(): void {
-    this.registered = false;
-    const previous = this.unregistering;
-    const done = (async () => {
-      await previous;
-      await this.safely(
-        unregisterWaiter(this.pool, this.sql, this.id),
-        "could not unregister waiter",
+      await returnJobs(
+        this.pool,
+        this.sql,
+        this.currentId,
+        jobs.map((j) => ({ id: j.id, attempt: j.attempts })),
+        reason,
       );
-    })();
-    this.unregistering = done;
-    this.track(done);
+    } catch (error) {
+      this.logger.warn(
+        { err: error, jobs: jobs.length },
+        "could not hand jobs back: they run again when the lease expires",
+      );
+    }
   }
 
-  /**
-   * Slots a claim may fill. Outcomes not yet written hold their jobs' leases too: when they pile
-   * up beyond a batch (the database is slower than the handlers), claim less until they drain.
-   */
-  private freeSlots(): number {
-    const unwritten = Math.max(0, this.outcomes.pending - this.opts.flushBatchSize);
-    return this.opts.concurrency - this.running.size - unwritten;
+  // ---- notifications and polling -----------------------------------------------------------
+
+  private onNotification(channel: string, payload: string): void {
+    if (this.state !== "running") return;
+    if (channel === this.sql.controlChannel) {
+      let id: unknown;
+      try {
+        id = (JSON.parse(payload) as { cancel?: unknown }).cancel;
+      } catch {
+        return;
+      }
+      if (typeof id === "number" && (this.runner.has(id) || this.isBuffered(id))) {
+        // The heartbeat finds out which jobs we lost and stops them.
+        this.track(this.lease.beat());
+      }
+      return;
+    }
+    const notice = parseWakeNotice(payload, this.currentId);
+    if (!notice) return;
+    if (notice.kind === "due") {
+      this.scheduler(notice.queue)?.dueAt(notice.atMs);
+      return;
+    }
+    if (notice.spent) this.wakeup?.spent(notice.spent);
+    this.scheduler(notice.queue)?.request({ tasks: notice.tasks, sweep: notice.sweep });
+    if (notice.spent === "*") this.wakeup?.put("*");
+  }
+
+  private isBuffered(id: number): boolean {
+    for (const buffer of this.buffers.values())
+      if (buffer.some((b) => b.job.id === id)) return true;
+    return false;
   }
 
   private schedulePoll(): void {
     const jitter = 0.75 + Math.random() * 0.5;
     this.pollTimer = setTimeout(() => {
-      this.wake();
+      if (this.state !== "running") return;
+      if (this.opts.queues) for (const s of this.schedulers.values()) s.request();
+      else this.track(this.discoverAndClaim());
       this.schedulePoll();
     }, this.opts.pollIntervalMs * jitter);
-    this.pollTimer.unref();
   }
 
-  /** A timer to the earliest known future run_at (scheduled jobs, our own retries). */
-  private scheduleNextRun(delayMs: number): void {
-    const at = Date.now() + delayMs;
-    if (this.runTimes.includes(at)) return;
-    this.runTimes.push(at);
-    this.runTimes.sort((x, y) => x - y);
-    if (this.runTimes.length > MAX_RUN_TIMES) this.runTimes.pop();
-    if (this.runTimes[0] === at) this.armNextRun();
-  }
+  // ---- shutdown ------------------------------------------------------------------------------
 
-  /** Sets the timer to the first known run time; when it fires, claims and moves to the next. */
-  private armNextRun(): void {
-    clearTimeout(this.nextRunTimer);
-    const at = this.runTimes[0];
-    if (at === undefined) return;
-    this.nextRunTimer = setTimeout(
-      () => {
-        const now = Date.now();
-        while (this.runTimes.length > 0 && this.runTimes[0]! <= now) this.runTimes.shift();
-        this.armNextRun();
-        this.wake();
-      },
-      Math.max(0, at - Date.now()) + 1,
-    );
-  }
-
-  private scheduleMaintenance(): void {
-    const jitter = 0.75 + Math.random() * 0.5;
-    this.maintenanceTimer = setTimeout(() => {
-      this.track(
-        this.maintain()
-          .then((result) => {
-            if (result.reaped || result.pruned || result.staleWorkers) {
-              this.logger.info(result, "maintenance");
-            }
-          })
-          .catch((error) => this.logger.warn({ err: error }, "maintenance failed"))
-          .finally(() => {
-            if (this.state === "running") this.scheduleMaintenance();
-          }),
-      );
-    }, this.opts.maintenanceIntervalMs * jitter);
-  }
-
-  // ---- running jobs ---------------------------------------------------------------------------
-
-  private run(job: Job): void {
-    const task = this.registry.get(job.task);
-    if (!task) return; // cannot happen: the claim only takes our tasks
-    const entry: RunningJob = {
-      job,
-      task,
-      controller: new AbortController(),
-      timer: undefined,
-      startedAt: Date.now(),
-      abandoned: false,
-    };
-    this.running.set(job.id, entry);
-    const timeoutMs = job.timeoutMs ?? task.timeoutMs ?? this.opts.defaultTimeoutMs;
-    entry.timer = setTimeout(() => {
-      const error = new PgwakeError("JOB_TIMEOUT", `job timed out after ${timeoutMs} ms`);
-      entry.controller.abort(error);
-      this.settle(entry, { ok: false, error });
-      entry.abandoned = true; // a handler that ignores its signal is reported when it ends
-    }, timeoutMs);
-
-    const logger = this.logger.child(jobFields(job));
-    const ctx: JobContext = {
-      job,
-      attempt: job.attempts,
-      workerId: this.id,
-      signal: entry.controller.signal,
-      logger,
-      log: (message, data) =>
-        this.logs.add({
-          jobId: job.id,
-          kind: "log",
-          attempt: job.attempts,
-          workerId: this.id,
-          message,
-          data,
-        }),
-    };
-    let outcome: Promise<unknown>;
-    try {
-      const payload = this.registry.parsePayload(job.task, job.payload);
-      outcome = Promise.resolve(task.handler(payload, ctx));
-    } catch (error) {
-      outcome = Promise.reject(
-        error instanceof PgwakeError && error.code === "INVALID_PAYLOAD"
-          ? new PermanentError(`${error.message}: ${JSON.stringify(error.details)}`, {
-              cause: error,
-            })
-          : error,
-      );
-    }
-    outcome.then(
-      (result) => this.settle(entry, { ok: true, result }),
-      (error: unknown) => this.settle(entry, { ok: false, error }),
-    );
-  }
-
-  private settle(
-    entry: RunningJob,
-    outcome: { ok: true; result: unknown } | { ok: false; error: unknown },
-  ): void {
-    const current = this.running.get(entry.job.id);
-    if (current !== entry) {
-      if (!entry.abandoned) return;
-      entry.abandoned = false; // log once
-      this.logger.warn(
-        { ...jobFields(entry.job), ranMs: Date.now() - entry.startedAt },
-        "handler finished after its job was taken from it; outcome ignored",
-      );
+  private async shutdown(graceMs: number): Promise<void> {
+    if (this.state === "idle") {
+      this.state = "stopped";
+      await this.closePool(SHUTDOWN_MARGIN_MS);
       return;
     }
-    clearTimeout(entry.timer);
-    this.running.delete(entry.job.id);
-    const { job } = entry;
-    if (outcome.ok) {
-      const result = toJsonResult(outcome.result);
-      if (result.ok) {
-        this.stats.completed++;
-        if (this.logger.isLevelEnabled("debug")) {
-          this.logger.debug(
-            { ...jobFields(job), ms: Date.now() - entry.startedAt },
-            "job completed",
-          );
-        }
-        this.outcomes.add({
-          kind: "completion",
-          item: { id: job.id, attempt: job.attempts, result: result.value },
-        });
-      } else {
-        this.recordFailure(entry, result.error, false);
-      }
-    } else {
-      this.recordFailure(entry, outcome.error, outcome.error instanceof PermanentError);
-    }
-    this.slotFreed();
-  }
+    this.state = "stopping";
+    const graceEnd = performance.now() + graceMs;
+    const end = graceEnd + SHUTDOWN_MARGIN_MS;
+    const left = () => Math.max(0, end - performance.now());
+    clearTimeout(this.pollTimer);
+    clearInterval(this.rateTimer);
+    clearInterval(this.countsTimer);
 
-  private recordFailure(entry: RunningJob, thrown: unknown, permanent: boolean): void {
-    const { job, task } = entry;
-    this.stats.failed++;
-    const error: SerializedError = serializeError(thrown);
-    const delayMs = retryDelayMs(job.attempts, { ...DEFAULT_BACKOFF, ...task.backoff });
-    this.logger.warn(
-      { ...jobFields(job), err: error.message, permanent, retryInMs: delayMs },
-      "attempt failed",
+    // Stop claiming; hand back what was claimed but never started.
+    await within(
+      Promise.all([...this.schedulers.values()].map((s) => s.stop())),
+      Math.max(0, graceEnd - performance.now()),
     );
-    this.outcomes.add({
-      kind: "failure",
-      item: { id: job.id, attempt: job.attempts, error, delayMs, permanent },
-    });
-  }
+    const listener = this.listener;
+    this.listener = undefined;
+    await within(
+      Promise.all([listener?.close(), this.wakeup?.stop()]),
+      Math.max(0, graceEnd - performance.now()),
+    );
+    const unstarted = [...this.buffers.values()].flatMap((b) => b.splice(0).map((x) => x.job));
+    await within(this.handBack(unstarted, "the worker shut down before the job started"), left());
 
-  /** Takes a job from its handler: its signal fires and whatever it returns is ignored. */
-  private abandon(entry: RunningJob, reason: PgwakeError): void {
-    if (this.running.get(entry.job.id) !== entry) return;
-    clearTimeout(entry.timer);
-    this.running.delete(entry.job.id);
-    entry.abandoned = true;
-    entry.controller.abort(reason);
-    this.logger.warn({ ...jobFields(entry.job), code: reason.code }, reason.message);
-    this.slotFreed();
-  }
-
-  private slotFreed(): void {
-    if (this.state === "running" && this.wanted) this.requestClaim();
-    this.slotWaiters.splice(0).forEach((resolve) => {
-      resolve();
-    });
-  }
-
-  private readonly slotWaiters: (() => void)[] = [];
-
-  private waitForSlot(timeoutMs: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, Math.max(0, timeoutMs));
-      this.slotWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-
-  // ---- writing outcomes, leases -----------------------------------------------------------------
-
-  private async writeOutcomes(items: Outcome[]): Promise<void> {
-    // A job's log lines land before its outcome, so its timeline reads in order.
-    if (this.logs.pending > 0) await this.logs.flush();
-    const completions: Completion[] = [];
-    const failures: Failure[] = [];
-    for (const outcome of items) {
-      if (outcome.kind === "completion") completions.push(outcome.item);
-      else failures.push(outcome.item);
-    }
-    const [done, failed] = await Promise.all([
-      completions.length
-        ? completeJobs(this.pool, this.sql, this.id, completions)
-        : new Set<number>(),
-      failures.length ? failJobs(this.pool, this.sql, this.id, failures) : [],
-    ]);
-    if (done.size < completions.length) {
+    // Running jobs get the grace period, then are stopped and handed back.
+    await this.runner.waitIdle(graceEnd - performance.now());
+    if (this.runner.size > 0) {
       this.logger.warn(
-        { jobs: completions.filter((c) => !done.has(c.id)).map((c) => c.id) },
-        "completions ignored: the jobs were no longer held by this worker",
+        { jobs: this.runner.size },
+        "grace period over: aborting and returning running jobs",
+      );
+      const stopped = this.runner.abandonAll(new PgwakeError("SHUTDOWN", "worker shut down"));
+      await within(this.handBack(stopped, "worker shut down before the job finished"), left());
+    }
+    const fenced = this.fencedJobs.splice(0);
+    await within(this.handBack(fenced, "worker shut down"), left());
+
+    const flushed = await within(this.writer.flush(), left());
+    const unwritten = flushed ? 0 : this.writer.drop();
+    if (unwritten > 0) {
+      this.logger.warn(
+        { outcomes: unwritten },
+        "could not write every outcome before the deadline: those jobs run again when the lease expires",
       );
     }
-    for (const f of failed) {
-      if (f.status === "retrying" && this.opts.queues.includes(f.queue)) {
-        const delay = failures.find((x) => x.id === f.id)?.delayMs ?? 0;
-        this.scheduleNextRun(delay);
-      }
-    }
+    await within(this.flushCounts(), left());
+    await this.maintenance?.stop(left());
+    await this.lease.stop();
+    await within(Promise.allSettled([...this.background]), left());
+    const removed = await within(
+      removeWorker(this.pool, this.sql, this.currentId, unwritten > 0).then(
+        () => true,
+        (error) => {
+          this.logger.warn({ err: error }, "could not unregister worker");
+          return false;
+        },
+      ),
+      left(),
+    );
+    if (!removed) this.logger.warn("the worker row is left for the reaper");
+    this.state = "stopped";
+    await this.closePool(left());
+    this.logger.info(this.stats, "worker stopped");
   }
 
-  /** Extends the leases of every job we hold and aborts the ones that were taken from us. */
-  private async beat(): Promise<void> {
-    const held = [...this.running.keys()];
-    for (const outcome of this.outcomes.items()) held.push(outcome.item.id);
-    let kept: Set<number>;
-    try {
-      kept = await heartbeat(this.pool, this.sql, this.info, held, this.opts.leaseMs);
-    } catch (error) {
-      this.logger.warn({ err: error }, "heartbeat failed");
-      return;
+  /** Ends the pool it owns, destroying connections that do not close by `timeoutMs`. */
+  private async closePool(timeoutMs: number): Promise<void> {
+    if (!this.ownsPool) return;
+    const ended = this.pool.end().catch(() => {});
+    if (!(await within(ended, timeoutMs))) {
+      this.sockets.close();
+      await within(ended, 1_000);
     }
-    for (const id of held) {
-      const entry = this.running.get(id);
-      if (entry && !kept.has(id)) {
-        this.abandon(
-          entry,
-          new PgwakeError("CANCELLED", `job ${id} was cancelled or its lease was lost`),
-        );
-      }
-    }
+    this.sockets.close();
   }
 
   private track<T>(promise: Promise<T>): void {
     this.background.add(promise);
     void promise.finally(() => this.background.delete(promise));
   }
-
-  private async safely<T>(promise: Promise<T>, message: string): Promise<T | undefined> {
-    try {
-      return await promise;
-    } catch (error) {
-      this.logger.warn({ err: error }, message);
-      return undefined;
-    }
-  }
 }
 
-/** What every log line about a job carries (the worker id comes from the worker's logger). */
-function jobFields(job: Job): Record<string, string | number> {
-  const fields: Record<string, string | number> = {
-    jobId: job.id,
-    task: job.task,
-    queue: job.queue,
-    attempt: job.attempts,
-  };
-  // The id of the HTTP request that submitted the job follows it into the worker's logs.
-  if (job.requestId) fields.requestId = job.requestId;
-  return fields;
+function newWorkerId(): string {
+  return `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
 }
 
-/** Handler results are stored as jsonb: anything JSON.stringify cannot represent faithfully fails. */
-function toJsonResult(
-  value: unknown,
-): { ok: true; value: unknown } | { ok: false; error: PgwakeError } {
-  if (value === undefined) return { ok: true, value: null };
-  try {
-    const text = JSON.stringify(value);
-    if (text === undefined) throw new TypeError(`a ${typeof value} is not JSON`);
-    const parsed: unknown = JSON.parse(text);
-    // JSON that jsonb refuses (U+0000, lone surrogates, absurd depth) would fail the whole batch.
-    const unstorable = findUnstorable(parsed, "result");
-    if (unstorable) throw new TypeError(`${unstorable.path} ${unstorable.message}`);
-    return { ok: true, value: parsed };
-  } catch (error) {
-    return {
-      ok: false,
-      error: new PgwakeError(
-        "RESULT_NOT_JSON",
-        `handler returned a value that is not JSON: ${(error as Error).message}`,
-      ),
-    };
-  }
+/** When a job finished, in the database's clock: its claim time plus how long it took here. */
+function finishedAt(job: Job, ms: number): Date {
+  return new Date((job.startedAt ?? job.runAt).getTime() + ms);
+}
+
+/** From due to claimed, in ms (both database times). */
+function waitOf(job: Job): number {
+  return Math.max(0, (job.startedAt?.getTime() ?? 0) - job.runAt.getTime());
+}
+
+/** Waits for `promise` at most `ms`; true when it settled in time. Never rejects. */
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, ms));
+    }),
+  ]);
+  clearTimeout(timer);
+  return settled;
 }

@@ -57,7 +57,7 @@ test("terminated backends: workers reconnect, lose nothing, and wake-ups come ba
   const completed = async () =>
     (
       await db.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM {{schema}}.jobs WHERE status = 'completed'",
+        "SELECT count(*)::int AS n FROM {{schema}}.all_jobs WHERE status = 'completed'",
       )
     )[0]!.n;
   const ourBackends = async () =>
@@ -131,7 +131,7 @@ test("terminated backends: workers reconnect, lose nothing, and wake-ups come ba
         db
           .query<{ ms: number }>(
             `SELECT extract(epoch FROM e.started_at - j.created_at)::float8 * 1000 AS ms
-           FROM {{schema}}.fault_executions e JOIN {{schema}}.jobs j ON j.id = e.job_id
+           FROM {{schema}}.fault_executions e JOIN {{schema}}.all_jobs j ON j.id = e.job_id
            WHERE e.job_id = $1`,
             [job.id],
           )
@@ -154,7 +154,7 @@ test("terminated backends: workers reconnect, lose nothing, and wake-ups come ba
   const [events] = await db.query<{ leaseExpired: number; ignored: number; notRun: number }>(
     `SELECT (SELECT count(*)::int FROM {{schema}}.job_events WHERE kind = 'lease_expired') AS "leaseExpired",
             (SELECT count(*)::int FROM {{schema}}.job_events WHERE kind = 'outcome_ignored') AS ignored,
-            (SELECT count(*)::int FROM {{schema}}.jobs j WHERE NOT EXISTS
+            (SELECT count(*)::int FROM {{schema}}.all_jobs j WHERE NOT EXISTS
                (SELECT 1 FROM {{schema}}.fault_executions e WHERE e.job_id = j.id)) AS "notRun"`,
   );
 

@@ -72,7 +72,7 @@ test("SIGKILLed workers lose no job and duplicate only the jobs they held", asyn
   const remaining = async () =>
     (
       await db.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM {{schema}}.jobs WHERE status <> 'completed'",
+        "SELECT count(*)::int AS n FROM {{schema}}.all_jobs WHERE status <> 'completed'",
       )
     )[0]!.n;
 
@@ -87,7 +87,7 @@ test("SIGKILLed workers lose no job and duplicate only the jobs they held", asyn
                   bool_and(status = 'completed' OR (status = 'running' AND lease_owner IS DISTINCT FROM $2))
                     AS reclaimed,
                   bool_and(status = 'completed') AS completed
-           FROM {{schema}}.jobs WHERE id = ANY($1::bigint[])`,
+           FROM {{schema}}.all_jobs WHERE id = ANY($1::bigint[])`,
           [kill.held, kill.workerId],
         );
         const now = Date.now();
@@ -118,7 +118,7 @@ test("SIGKILLed workers lose no job and duplicate only the jobs they held", asyn
     const held = registered
       ? (
           await db.query<{ id: number }>(
-            "SELECT id FROM {{schema}}.jobs WHERE status = 'running' AND lease_owner = $1",
+            "SELECT id FROM {{schema}}.all_jobs WHERE status = 'running' AND lease_owner = $1",
             [registered.id],
           )
         ).map((r) => r.id)
@@ -154,7 +154,7 @@ test("SIGKILLed workers lose no job and duplicate only the jobs they held", asyn
   const [runs] = await db.query<{ executions: number; jobsRun: number; notRun: number }>(
     `SELECT (SELECT count(*)::int FROM {{schema}}.fault_executions) AS executions,
             (SELECT count(DISTINCT job_id)::int FROM {{schema}}.fault_executions) AS "jobsRun",
-            (SELECT count(*)::int FROM {{schema}}.jobs j WHERE NOT EXISTS
+            (SELECT count(*)::int FROM {{schema}}.all_jobs j WHERE NOT EXISTS
                (SELECT 1 FROM {{schema}}.fault_executions e WHERE e.job_id = j.id)) AS "notRun"`,
   );
   const duplicates = await duplicateExecutions(db);
@@ -171,7 +171,7 @@ test("SIGKILLed workers lose no job and duplicate only the jobs they held", asyn
     ...leaseExpired.filter((e) => killedIds.has(e.lostWorker)).map((e) => e.jobId),
   ]);
   const overAttempts = await db.query<{ id: number }>(
-    `SELECT j.id FROM {{schema}}.jobs j
+    `SELECT j.id FROM {{schema}}.all_jobs j
      WHERE j.attempts < (SELECT count(*) FROM {{schema}}.fault_executions e WHERE e.job_id = j.id)`,
   );
   const maxReapMs = Math.max(0, ...kills.map((k) => k.reapedMs ?? 0));

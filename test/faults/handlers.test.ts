@@ -254,7 +254,7 @@ async function runCases(CASES: Case[], scenario: string): Promise<void> {
     async () =>
       (
         await db.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM {{schema}}.jobs WHERE id = ANY($1::bigint[]) AND status = 'completed'",
+          "SELECT count(*)::int AS n FROM {{schema}}.all_jobs WHERE id = ANY($1::bigint[]) AND status = 'completed'",
           [streamIds],
         )
       )[0]!.n === streamIds.length,
@@ -265,7 +265,7 @@ async function runCases(CASES: Case[], scenario: string): Promise<void> {
             max(extract(epoch FROM finished_at - created_at) * 1000)::int AS "maxLatencyMs",
             (SELECT count(*)::int FROM (SELECT job_id FROM {{schema}}.fault_executions
                WHERE job_id = ANY($1::bigint[]) GROUP BY job_id HAVING count(*) > 1) d) AS duplicates
-     FROM {{schema}}.jobs WHERE id = ANY($1::bigint[])`,
+     FROM {{schema}}.all_jobs WHERE id = ANY($1::bigint[])`,
     [streamIds, casesStarted, casesEnded],
   );
 

@@ -171,7 +171,7 @@ export async function enqueueBulk(
 /** Job counts by status. */
 export async function statusCounts(db: TestDb): Promise<Record<string, number>> {
   const rows = await db.query<{ status: string; n: number }>(
-    "SELECT status, count(*)::int AS n FROM {{schema}}.jobs GROUP BY status",
+    "SELECT status, count(*)::int AS n FROM {{schema}}.all_jobs GROUP BY status",
   );
   return Object.fromEntries(rows.map((r) => [r.status, r.n]));
 }

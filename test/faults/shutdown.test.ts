@@ -74,7 +74,7 @@ async function run(options: {
     { timeoutMs: 30_000, intervalMs: 10, message: "the worker is busy" },
   );
   const [running] = await db.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM {{schema}}.jobs WHERE status = 'running' AND lease_owner = $1",
+    "SELECT count(*)::int AS n FROM {{schema}}.all_jobs WHERE status = 'running' AND lease_owner = $1",
     [victimId],
   );
   const runningAtTerm = running!.n;
@@ -109,7 +109,7 @@ async function run(options: {
             (SELECT count(*)::int FROM {{schema}}.fault_executions e WHERE e.job_id = j.id) AS runs,
             (SELECT count(*)::int FROM {{schema}}.job_events v WHERE v.job_id = j.id AND v.kind = 'returned') AS returned,
             (SELECT count(*)::int FROM {{schema}}.job_events v WHERE v.job_id = j.id AND v.kind = 'lease_expired') AS expired
-     FROM {{schema}}.jobs j`,
+     FROM {{schema}}.all_jobs j`,
   );
   const [victimRuns] = await db.query<{ finished: number; unfinished: number }>(
     `SELECT count(*) FILTER (WHERE finished_at IS NOT NULL)::int AS finished,

@@ -73,7 +73,7 @@ describe("crash recovery with a real process", () => {
       status: string;
       lease_owner: string;
       attempts: number;
-    }>("SELECT id, status, lease_owner, attempts FROM {{schema}}.jobs ORDER BY id");
+    }>("SELECT id, status, lease_owner, attempts FROM {{schema}}.all_jobs ORDER BY id");
     expect(held).toEqual(
       ids.map((id) => ({ id, status: "running", lease_owner: childId, attempts: 1 })),
     );
@@ -96,7 +96,7 @@ describe("crash recovery with a real process", () => {
       async () =>
         (
           await db.query<{ n: number }>(
-            "SELECT count(*)::integer AS n FROM {{schema}}.jobs WHERE status = 'completed'",
+            "SELECT count(*)::integer AS n FROM {{schema}}.all_jobs WHERE status = 'completed'",
           )
         )[0]!.n === JOBS,
       { timeoutMs: 60_000, intervalMs: 50, message: "the survivor to complete every job" },

@@ -55,7 +55,7 @@ describe(`${WORKERS} workers draining ${JOBS} jobs`, () => {
     await waitFor(
       async () => {
         const [row] = await db.query<{ n: number }>(
-          "SELECT count(*)::integer AS n FROM {{schema}}.jobs WHERE status = 'completed'",
+          "SELECT count(*)::integer AS n FROM {{schema}}.all_jobs WHERE status = 'completed'",
         );
         return row!.n === JOBS;
       },
@@ -76,10 +76,10 @@ describe(`${WORKERS} workers draining ${JOBS} jobs`, () => {
       `SELECT count(*)::integer AS total,
               count(*) FILTER (WHERE status = 'completed')::integer AS completed,
               count(*) FILTER (WHERE attempts = 1)::integer AS first
-       FROM {{schema}}.jobs`,
+       FROM {{schema}}.all_jobs`,
     );
     expect(summary).toEqual({ total: JOBS, completed: JOBS, first: JOBS });
-    const ids = await db.query<{ id: number }>("SELECT id FROM {{schema}}.jobs");
+    const ids = await db.query<{ id: number }>("SELECT id FROM {{schema}}.all_jobs");
     expect(new Set(ids.map((r) => r.id))).toEqual(new Set(runs.keys()));
     const [events] = await db.query<{ n: number }>(
       "SELECT count(*)::integer AS n FROM {{schema}}.job_events",

@@ -11,7 +11,7 @@ import {
 import { completeJobs } from "../../src/jobs/complete.ts";
 import { failJobs } from "../../src/jobs/fail.ts";
 import { heartbeat } from "../../src/jobs/heartbeat.ts";
-import { runMaintenance } from "../../src/jobs/reaper.ts";
+import { reapExpiredWorkers } from "../../src/jobs/maintenance.ts";
 import { returnJobs } from "../../src/jobs/returnJobs.ts";
 import { type Engine, engineFor } from "../fixtures/engine.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
@@ -21,12 +21,6 @@ import { deferred, waitFor } from "../helpers/wait.ts";
 // a handler for it, so none of them can interfere.
 const MANUAL = { tasks: ["manual"] };
 const boom: SerializedError = { name: "Error", message: "boom" };
-const maintenance = {
-  reapBatch: 100,
-  staleWorkerMs: 3_600_000,
-  retentionMs: null,
-  pruneBatch: 100,
-} as const;
 
 let flakyCalls = 0;
 const flaky = defineTask({
@@ -60,7 +54,10 @@ describe("job lifecycle", () => {
   const workers: Worker[] = [];
 
   beforeAll(async () => {
-    db = await createTestDb("lifecycle", { tasks: [flaky, permanent, waits] });
+    db = await createTestDb("lifecycle", {
+      tasks: [flaky, permanent, waits],
+      unknownTasks: "warn",
+    });
     engine = engineFor(db);
   });
   afterEach(async () => {
@@ -70,27 +67,33 @@ describe("job lifecycle", () => {
     await db?.close();
   });
 
-  const enqueue = async (options: { maxAttempts?: number } = {}): Promise<Job> =>
+  const enqueue = async (options: { maxAttempts?: number; delayMs?: number } = {}): Promise<Job> =>
     (await db.pgwake.enqueue("manual", { n: 1 }, options)).job;
 
+  /** Claims one job; with `expire`, the worker's lease then ends at once (it "stopped"). */
   const claimOne = async (workerId: string, leaseMs = 30_000): Promise<Job> => {
-    const jobs = await engine.claim(workerId, { ...MANUAL, limit: 1, leaseMs });
+    const jobs = await engine.claim(workerId, { ...MANUAL, limit: 1, leaseMs: 30_000 });
     expect(jobs).toHaveLength(1);
+    if (leaseMs < 1_000) await engine.expireLease(workerId);
     return jobs[0]!;
   };
 
-  /** Waits until the lease of `id` is over by the database's clock. */
+  /** Waits until the lease of the worker holding `id` is over by the database's clock. */
   const leaseExpired = (id: number) =>
     waitFor(
       async () =>
         (
           await db.query<{ expired: boolean }>(
-            "SELECT lease_expires_at < now() AS expired FROM {{schema}}.jobs WHERE id = $1",
+            `SELECT w.lease_expires_at < now() AS expired
+             FROM {{schema}}.jobs j JOIN {{schema}}.workers w ON w.id = j.lease_owner
+             WHERE j.id = $1`,
             [id],
           )
         )[0]?.expired,
       { message: `lease of job ${id} to expire` },
     );
+  /** Takes back the jobs of workers whose lease ran out (the reaper's two steps). */
+  const reap = () => reapExpiredWorkers(db.pool, engine.sql);
 
   const startWorker = async (tasks: AnyTaskDefinition[]) => {
     const worker = db.pgwake.worker({
@@ -117,11 +120,11 @@ describe("job lifecycle", () => {
 
     const claimed = await claimOne("w1", 30_000);
     expect(claimed).toMatchObject({ id: job.id, status: "running", attempts: 1, leaseOwner: "w1" });
-    const [lease] = await db.query<{ ms: number }>(
-      "SELECT extract(epoch FROM lease_expires_at - started_at) * 1000 AS ms FROM {{schema}}.jobs WHERE id = $1",
-      [job.id],
-    );
-    expect(Number(lease!.ms)).toBe(30_000);
+    // The lease is the worker's, 30 s from its registration (just before this claim).
+    const held = await engine.job(job.id);
+    const leaseMs = held.leaseExpiresAt!.getTime() - held.startedAt!.getTime();
+    expect(leaseMs).toBeGreaterThan(29_000);
+    expect(leaseMs).toBeLessThanOrEqual(30_000);
 
     const done = await completeJobs(db.pool, engine.sql, "w1", [
       { id: job.id, attempt: 1, result: { ok: true } },
@@ -265,10 +268,11 @@ describe("job lifecycle", () => {
     await claimOne("zombie", 1);
     await leaseExpired(job.id);
 
-    const reaped = await runMaintenance(db.pool, engine.sql, maintenance);
-    expect(reaped).toMatchObject({ ran: true, reaped: 1 });
+    const reaped = await reap();
+    expect(reaped).toMatchObject({ expiredWorkers: 1, reaped: 1 });
+    // Back in the queue at once, in its old place.
     const back = await engine.job(job.id);
-    expect(back).toMatchObject({ status: "retrying", attempts: 1 });
+    expect(back).toMatchObject({ status: "pending", attempts: 1 });
     expect(back.lastError).toMatchObject({ code: "LEASE_EXPIRED", worker: "zombie" });
 
     const owned = await claimOne("healthy");
@@ -288,27 +292,21 @@ describe("job lifecycle", () => {
       (await completeJobs(db.pool, engine.sql, "zombie", [{ id: job.id, attempt: 2, result: 1 }]))
         .size,
     ).toBe(0);
-    const kept = await heartbeat(
+    // Its heartbeat renews nothing: it was reaped, and the job is not its own.
+    const leaseBefore = (await engine.job(job.id)).leaseExpiresAt!.getTime();
+    const beat = await heartbeat(
       db.pool,
       engine.sql,
-      {
-        id: "zombie",
-        host: "test",
-        pid: 1,
-        queues: ["default"],
-        tasks: ["manual"],
-        concurrency: 1,
-        listening: false,
-      },
+      { id: "zombie", listening: false, runningByQueue: { default: 1 } },
       [job.id],
       60_000,
     );
-    expect(kept.size).toBe(0);
+    expect(beat).toEqual({ alive: false, lost: [job.id] });
 
     const still = await engine.job(job.id);
     expect(still).toMatchObject({ status: "running", attempts: 2, leaseOwner: "healthy" });
     expect(still.result).toBeNull();
-    expect(still.leaseExpiresAt!.getTime()).toBe(owned.leaseExpiresAt!.getTime());
+    expect(still.leaseExpiresAt!.getTime()).toBe(leaseBefore);
 
     const events = await engine.events(job.id);
     expect(events.map((e) => [e.kind, e.attempt, e.worker_id])).toEqual([
@@ -334,7 +332,7 @@ describe("job lifecycle", () => {
     const job = await enqueue({ maxAttempts: 1 });
     await claimOne("zombie", 1);
     await leaseExpired(job.id);
-    expect(await runMaintenance(db.pool, engine.sql, maintenance)).toMatchObject({ reaped: 1 });
+    expect(await reap()).toMatchObject({ reaped: 1 });
     const dead = await engine.job(job.id);
     expect(dead).toMatchObject({ status: "failed", attempts: 1 });
     expect(dead.finishedAt).toBeInstanceOf(Date);
@@ -344,14 +342,15 @@ describe("job lifecycle", () => {
     ]);
   });
 
-  it("cancels pending, retrying and running jobs", async () => {
+  it("cancels scheduled, retrying and running jobs", async () => {
     const pending = await enqueue();
     const retrying = await enqueue();
     const running = await enqueue();
-    // Claim order is id order: take "retrying" and "running" but leave "pending".
-    await db.query("UPDATE {{schema}}.jobs SET run_at = now() + interval '1 hour' WHERE id = $1", [
-      pending.id,
-    ]);
+    // Take "retrying" and "running", but leave the first one: due in an hour.
+    await db.query(
+      "UPDATE {{schema}}.jobs SET status = 'scheduled', run_at = now() + interval '1 hour' WHERE id = $1",
+      [pending.id],
+    );
     const claimed = await engine.claim("w1", { ...MANUAL, limit: 2 });
     expect(claimed.map((j) => j.id).sort()).toEqual([retrying.id, running.id].sort());
     await failJobs(db.pool, engine.sql, "w1", [
@@ -362,7 +361,7 @@ describe("job lifecycle", () => {
     const cancelled = await db.pgwake.cancel([pending.id, retrying.id, running.id], "not needed");
     const was = Object.fromEntries(cancelled.map((c) => [c.job.id, c.was]));
     expect(was).toEqual({
-      [pending.id]: "pending",
+      [pending.id]: "scheduled",
       [retrying.id]: "retrying",
       [running.id]: "running",
     });
@@ -430,16 +429,10 @@ describe("job lifecycle", () => {
     ]);
     expect((await engine.job(failed.id)).status).toBe("failed");
     await db.pgwake.cancel([cancelled.id]);
-    await db.query("UPDATE {{schema}}.jobs SET run_at = now() + interval '1 hour' WHERE id = $1", [
-      cancelled.id,
-    ]);
     await engine.claim("w1", { ...MANUAL, limit: 1 }); // completed
     await completeJobs(db.pool, engine.sql, "w1", [{ id: completed.id, attempt: 1, result: 1 }]);
 
-    const pending = await enqueue();
-    await db.query("UPDATE {{schema}}.jobs SET run_at = now() + interval '1 hour' WHERE id = $1", [
-      pending.id,
-    ]);
+    const pending = await enqueue({ delayMs: 3_600_000 });
 
     const revived = await db.pgwake.retry([failed.id, cancelled.id, completed.id, pending.id]);
     expect(revived.map((j) => j.id).sort()).toEqual([failed.id, cancelled.id].sort());
@@ -452,7 +445,7 @@ describe("job lifecycle", () => {
       });
     }
     expect((await engine.job(completed.id)).status).toBe("completed");
-    expect((await engine.job(pending.id)).status).toBe("pending");
+    expect((await engine.job(pending.id)).status).toBe("scheduled");
     expect((await engine.events(failed.id)).at(-1)).toMatchObject({ kind: "retried" });
 
     // The fresh budget: the once-dead job (maxAttempts 1) runs again as attempt 1.
@@ -503,7 +496,7 @@ describe("job lifecycle", () => {
     expect(
       await returnJobs(db.pool, engine.sql, "w2", [{ id: retried.id, attempt: 2 }], "x"),
     ).toEqual([retried.id]);
-    expect(await engine.job(retried.id)).toMatchObject({ status: "retrying", attempts: 1 });
+    expect(await engine.job(retried.id)).toMatchObject({ status: "pending", attempts: 1 });
     // Clean up what w2 still holds.
     const rest = claimed.filter((j) => j.id !== retried.id);
     await completeJobs(
@@ -529,7 +522,7 @@ describe("job lifecycle", () => {
     ]);
     await claimOne("w1", 1);
     await leaseExpired(job.id);
-    expect(await runMaintenance(db.pool, engine.sql, maintenance)).toMatchObject({ reaped: 1 });
+    expect(await reap()).toMatchObject({ reaped: 1 });
     await claimOne("w2");
     await completeJobs(db.pool, engine.sql, "w2", [{ id: job.id, attempt: 3, result: "done" }]);
 
@@ -574,13 +567,13 @@ describe("job lifecycle", () => {
     await completeJobs(db.pool, engine.sql, "w2", [{ id: job.id, attempt: 2, result: null }]);
     await db.query(
       `WITH t AS (SELECT date_trunc('milliseconds', now()) AS t)
-       UPDATE {{schema}}.jobs SET created_at = t.t, started_at = t.t, finished_at = t.t FROM t WHERE id = $1`,
+       UPDATE {{schema}}.job_history SET created_at = t.t, started_at = t.t, finished_at = t.t FROM t WHERE id = $1`,
       [job.id],
     );
     await db.query(
       `UPDATE {{schema}}.job_events e SET at = j.started_at,
          data = CASE WHEN e.data ? 'startedAt' THEN jsonb_set(e.data, '{startedAt}', to_jsonb(j.started_at)) ELSE e.data END
-       FROM {{schema}}.jobs j WHERE j.id = e.job_id AND e.job_id = $1`,
+       FROM {{schema}}.job_history j WHERE j.id = e.job_id AND e.job_id = $1`,
       [job.id],
     );
     const page = await db.pgwake.timeline(job.id);

@@ -1,26 +1,24 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { completeJobs } from "../../src/jobs/complete.ts";
 import { failJobs } from "../../src/jobs/fail.ts";
-import { type MaintenanceOptions, runMaintenance } from "../../src/jobs/reaper.ts";
+import {
+  cleanWaiters,
+  reapExpiredWorkers,
+  releaseKeys,
+  rotateHistory,
+} from "../../src/jobs/maintenance.ts";
 import { type Engine, engineFor } from "../fixtures/engine.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
-import { waitFor } from "../helpers/wait.ts";
 
-const DAY = 24 * 3_600_000;
-const options: MaintenanceOptions = {
-  reapBatch: 100,
-  staleWorkerMs: 60_000,
-  retentionMs: 7 * DAY,
-  pruneBatch: 10,
-};
 const MANUAL = { tasks: ["manual"], limit: 1_000 };
+const RETENTION_MS = 10_000;
 
 describe("maintenance", () => {
   let db: TestDb;
   let engine: Engine;
 
   beforeAll(async () => {
-    db = await createTestDb("maintenance");
+    db = await createTestDb("maintenance", { unknownTasks: "warn" });
     engine = engineFor(db);
   });
   afterAll(async () => {
@@ -29,30 +27,36 @@ describe("maintenance", () => {
 
   const count = async (sql: string, values?: unknown[]): Promise<number> =>
     (await db.query<{ n: number }>(`SELECT count(*)::integer AS n FROM ${sql}`, values))[0]!.n;
+  /** Time passes for the history ring: its epoch moves back (rows written so far grow older). */
+  const age = (ms: number) =>
+    db.query(
+      "UPDATE {{schema}}.settings SET history_epoch = history_epoch - $1 * interval '1 millisecond'",
+      [ms],
+    );
 
-  it("prunes old terminal jobs and their events in bounded batches, keeps the rest", async () => {
-    // 25 completed, 5 failed (with events), 5 cancelled (with events), 5 still pending.
+  /** Finishes `n` new jobs: completed, failed (with events) and cancelled (with events). */
+  const finishJobs = async (n: number): Promise<number[]> => {
     const ids = (
       await db.pgwake.enqueueMany(
-        Array.from({ length: 35 }, (_, n) => ({ task: "manual", payload: { n }, maxAttempts: 1 })),
+        Array.from({ length: n * 3 }, (_, i) => ({
+          task: "manual",
+          payload: { i },
+          maxAttempts: 1,
+        })),
       )
     ).map((r) => r.job.id);
-    const claimed = await engine.claim("w1", MANUAL);
-    expect(claimed).toHaveLength(35);
-    const completed = ids.slice(0, 25);
-    const failed = ids.slice(25, 30);
-    const cancelled = ids.slice(30, 35);
+    await engine.claim("w1", { ...MANUAL, limit: n * 2 });
     await completeJobs(
       db.pool,
       engine.sql,
       "w1",
-      completed.map((id) => ({ id, attempt: 1, result: null })),
+      ids.slice(0, n).map((id) => ({ id, attempt: 1, result: null })),
     );
     await failJobs(
       db.pool,
       engine.sql,
       "w1",
-      failed.map((id) => ({
+      ids.slice(n, 2 * n).map((id) => ({
         id,
         attempt: 1,
         error: { name: "Error", message: "x" },
@@ -60,167 +64,213 @@ describe("maintenance", () => {
         permanent: false,
       })),
     );
-    await db.pgwake.cancel(cancelled);
-    const pending = (
-      await db.pgwake.enqueueMany(Array.from({ length: 5 }, () => ({ task: "manual" })))
-    ).map((r) => r.job.id);
+    await db.pgwake.cancel(ids.slice(2 * n));
+    return ids;
+  };
 
-    // Old: 20 of the completed, all failed and cancelled. Recent: 5 completed.
-    const old = [...completed.slice(0, 20), ...failed, ...cancelled];
-    const recent = completed.slice(20);
-    await db.query(
-      "UPDATE {{schema}}.jobs SET finished_at = now() - interval '8 days' WHERE id = ANY($1)",
-      [old],
-    );
-    // An old job that is not finished is never pruned, whatever its dates.
-    await db.query(
-      "UPDATE {{schema}}.jobs SET created_at = now() - interval '30 days' WHERE id = ANY($1)",
-      [pending],
-    );
+  it("drops history and events a slot at a time once older than the retention", async () => {
+    // The first rotation sets the slot width from the retention (width = retention / 5) and
+    // protects what was written under the old width for one retention period.
+    expect(await rotateHistory(db.pool, engine.sql, RETENTION_MS)).toEqual({
+      emptied: 0,
+      slotMs: RETENTION_MS / 5,
+    });
+    expect(await rotateHistory(db.pool, engine.sql, RETENTION_MS)).toMatchObject({ emptied: 0 });
+    await db.query("UPDATE {{schema}}.settings SET history_protect_until = '-infinity'");
+
+    const old = await finishJobs(5);
+    expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [old])).toBe(15);
     expect(await count("{{schema}}.job_events WHERE job_id = ANY($1)", [old])).toBe(15);
+    const live = (await db.pgwake.enqueue("manual", {}, { delayMs: 3_600_000 })).job.id;
 
-    const passes: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const result = await runMaintenance(db.pool, engine.sql, options);
-      expect(result.ran).toBe(true);
-      passes.push(result.pruned);
-      if (result.pruned === 0) break;
-    }
-    // 30 old jobs, at most 10 per pass.
-    expect(passes).toEqual([10, 10, 10, 0]);
-    expect(await count("{{schema}}.jobs WHERE id = ANY($1)", [old])).toBe(0);
+    // Half a retention later nothing goes.
+    await age(RETENTION_MS / 2);
+    expect(await rotateHistory(db.pool, engine.sql, RETENTION_MS)).toMatchObject({ emptied: 0 });
+    expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [old])).toBe(15);
+
+    const recent = await finishJobs(2);
+    // One retention and a slot later, the old slot is dropped whole; the recent rows stay.
+    await age(RETENTION_MS / 2 + (2 * RETENTION_MS) / 5);
+    const rotated = await rotateHistory(db.pool, engine.sql, RETENTION_MS);
+    expect(rotated.emptied).toBeGreaterThanOrEqual(1);
+    expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [old])).toBe(0);
     expect(await count("{{schema}}.job_events WHERE job_id = ANY($1)", [old])).toBe(0);
-    expect(await count("{{schema}}.jobs WHERE id = ANY($1)", [recent])).toBe(5);
-    expect(
-      await count("{{schema}}.jobs WHERE id = ANY($1) AND status = 'pending'", [pending]),
-    ).toBe(5);
-
-    // No retention: nothing is pruned.
-    await db.query(
-      "UPDATE {{schema}}.jobs SET finished_at = now() - interval '800 days' WHERE id = ANY($1)",
-      [recent],
-    );
-    expect(
-      await runMaintenance(db.pool, engine.sql, { ...options, retentionMs: null }),
-    ).toMatchObject({ pruned: 0 });
-    expect(await count("{{schema}}.jobs WHERE id = ANY($1)", [recent])).toBe(5);
-    await db.pgwake.cancel(pending);
+    expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [recent])).toBe(6);
+    expect(await db.pgwake.getJob(live)).toMatchObject({ status: "scheduled" });
+    // An emptied slot is not emptied again.
+    expect(await rotateHistory(db.pool, engine.sql, RETENTION_MS)).toMatchObject({ emptied: 0 });
   });
 
-  it("a worker prunes with its retentionMs setting", async () => {
-    const { job } = await db.pgwake.enqueue("manual", {});
-    await engine.claim("w1", MANUAL);
-    await completeJobs(db.pool, engine.sql, "w1", [{ id: job.id, attempt: 1, result: null }]);
-    await db.query(
-      "UPDATE {{schema}}.jobs SET finished_at = now() - interval '2 hours' WHERE id = $1",
-      [job.id],
-    );
-    const keeper = db.pgwake.worker({
-      tasks: [{ name: "manual", handler: () => null }],
-      retentionMs: 3 * 3_600_000,
-    });
-    const pruner = db.pgwake.worker({
-      tasks: [{ name: "manual", handler: () => null }],
-      retentionMs: 3_600_000,
-    });
+  it("a slot somebody reads is dropped on a later pass, never waited for", async () => {
+    const SLOT = RETENTION_MS / 5;
+    const ids = await finishJobs(2);
+    const [{ slot }] = (await db.query<{ slot: number }>(
+      "SELECT slot FROM {{schema}}.job_history WHERE id = $1",
+      [ids[0]],
+    )) as [{ slot: number }];
+    // Time passes a slot at a time with maintenance on every step, as in a worker, while a
+    // reader holds that slot: every attempt gives up within its 100 ms lock timeout.
+    const reader = await db.pool.connect();
     try {
-      expect((await keeper.maintain()).ran).toBe(true);
-      expect(await db.pgwake.getJob(job.id)).not.toBeNull();
-      expect(await pruner.maintain()).toMatchObject({ ran: true, pruned: expect.any(Number) });
-      expect(await db.pgwake.getJob(job.id)).toBeNull();
+      await reader.query("BEGIN");
+      await reader.query(`SELECT count(*) FROM "${db.schema}".job_history_${slot}`);
+      for (let step = 0; step < 8; step++) {
+        await age(SLOT);
+        const started = performance.now();
+        await rotateHistory(db.pool, engine.sql, RETENTION_MS);
+        expect(performance.now() - started).toBeLessThan(5_000);
+      }
+      expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [ids])).toBe(6);
     } finally {
-      await keeper.stop();
-      await pruner.stop();
+      await reader.query("COMMIT");
+      reader.release();
     }
+    // Once free, the slot goes within one more turn of the ring.
+    let steps = 0;
+    while ((await count("{{schema}}.job_history WHERE id = ANY($1)", [ids])) > 0 && steps < 8) {
+      await age(SLOT);
+      await rotateHistory(db.pool, engine.sql, RETENTION_MS);
+      steps++;
+    }
+    expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [ids])).toBe(0);
   });
 
-  it("removes stale worker rows and their waiter registrations", async () => {
-    await db.query(
-      `INSERT INTO {{schema}}.workers (id, host, pid, queues, tasks, concurrency, last_seen_at) VALUES
-         ('gone-1', 'h', 1, '{default}', '{manual}', 1, now() - interval '10 minutes'),
-         ('gone-2', 'h', 2, '{default}', '{manual}', 1, now() - interval '2 minutes'),
-         ('alive',  'h', 3, '{default}', '{manual}', 1, now() - interval '5 seconds')`,
-    );
-    await db.query(
-      "INSERT INTO {{schema}}.waiters (queue, worker_id) VALUES ('default', 'gone-1'), ('default', 'alive')",
-    );
-    const result = await runMaintenance(db.pool, engine.sql, options);
-    expect(result).toMatchObject({ ran: true, staleWorkers: 2 });
-    const left = await db.query<{ id: string }>("SELECT id FROM {{schema}}.workers ORDER BY id");
-    expect(left.map((r) => r.id)).toEqual(["alive"]);
-    const waiting = await db.query<{ worker_id: string }>(
-      "SELECT worker_id FROM {{schema}}.waiters",
-    );
-    expect(waiting.map((r) => r.worker_id)).toEqual(["alive"]);
-    await db.query("DELETE FROM {{schema}}.workers; DELETE FROM {{schema}}.waiters");
+  it("keeps everything without a retention, and protects old rows after the width changes", async () => {
+    expect(await rotateHistory(db.pool, engine.sql, null)).toEqual({ emptied: 0, slotMs: null });
+    const ids = await finishJobs(1);
+    await age(3_600_000);
+    expect(await rotateHistory(db.pool, engine.sql, null)).toMatchObject({ emptied: 0 });
+    expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [ids])).toBe(3);
+    // A retention again: rows written under the old width wait one retention period.
+    await rotateHistory(db.pool, engine.sql, RETENTION_MS);
+    await age(10 * RETENTION_MS);
+    expect(await rotateHistory(db.pool, engine.sql, RETENTION_MS)).toMatchObject({ emptied: 0 });
+    expect(await count("{{schema}}.job_history WHERE id = ANY($1)", [ids])).toBe(3);
   });
 
-  it("runs in one process at a time: a held lock makes the other run skip", async () => {
-    const { job } = await db.pgwake.enqueue("manual", {});
-    await engine.claim("zombie", { ...MANUAL, leaseMs: 1 });
-    await waitFor(
-      async () =>
-        (await count("{{schema}}.jobs WHERE id = $1 AND lease_expires_at < now()", [job.id])) === 1,
-      { message: "the lease to expire" },
+  it("reaps the jobs of a worker whose lease ran out, once, and forgets the worker", async () => {
+    const ids = (
+      await db.pgwake.enqueueMany([
+        { task: "manual", maxAttempts: 3 },
+        { task: "manual", maxAttempts: 1 },
+      ])
+    ).map((r) => r.job.id);
+    expect(await engine.claim("zombie", MANUAL)).toHaveLength(2);
+    await db.query(
+      "INSERT INTO {{schema}}.waiters (queue, worker_id) VALUES ('default', 'zombie')",
     );
+    // Alive: nothing happens.
+    expect(await reapExpiredWorkers(db.pool, engine.sql)).toEqual({
+      expiredWorkers: 0,
+      reaped: 0,
+    });
+    await engine.expireLease("zombie");
 
-    // Another process is doing maintenance: it holds the transaction-level advisory lock.
+    // Another process is reaping: it holds the lock, this pass does nothing.
     const other = await db.pool.connect();
     try {
       await other.query("BEGIN");
-      const [{ locked }] = (
-        await other.query<{ locked: boolean }>(
-          "SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext('reaper')) AS locked",
-          [db.schema],
-        )
-      ).rows as [{ locked: boolean }];
-      expect(locked).toBe(true);
-
-      const skipped = await Promise.all([
-        runMaintenance(db.pool, engine.sql, options),
-        runMaintenance(db.pool, engine.sql, options),
+      await other.query("SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext('reap'))", [
+        db.schema,
       ]);
-      expect(skipped).toEqual([
-        { ran: false, reaped: 0, staleWorkers: 0, pruned: 0 },
-        { ran: false, reaped: 0, staleWorkers: 0, pruned: 0 },
-      ]);
-      expect((await db.pgwake.getJob(job.id))?.status).toBe("running");
+      expect(await reapExpiredWorkers(db.pool, engine.sql)).toEqual({
+        expiredWorkers: 0,
+        reaped: 0,
+      });
     } finally {
       await other.query("COMMIT");
       other.release();
     }
 
-    // Lock released: exactly one of two concurrent runs reaps the job.
     const [a, b] = await Promise.all([
-      runMaintenance(db.pool, engine.sql, options),
-      runMaintenance(db.pool, engine.sql, options),
+      reapExpiredWorkers(db.pool, engine.sql),
+      reapExpiredWorkers(db.pool, engine.sql),
     ]);
-    expect(a!.reaped + b!.reaped).toBe(1);
-    expect(a!.ran || b!.ran).toBe(true);
-    expect(await db.pgwake.getJob(job.id)).toMatchObject({ status: "retrying", attempts: 1 });
+    expect(a!.reaped + b!.reaped).toBe(2);
+    expect(await db.pgwake.getJob(ids[0]!)).toMatchObject({ status: "pending", attempts: 1 });
+    expect(await db.pgwake.getJob(ids[1]!)).toMatchObject({ status: "failed", attempts: 1 });
     expect(
-      await count("{{schema}}.job_events WHERE job_id = $1 AND kind = 'lease_expired'", [job.id]),
-    ).toBe(1);
+      await count("{{schema}}.job_events WHERE job_id = ANY($1) AND kind = 'lease_expired'", [ids]),
+    ).toBe(2);
+    expect(await count("{{schema}}.workers WHERE id = 'zombie'")).toBe(0);
+    expect(await count("{{schema}}.waiters WHERE worker_id = 'zombie'")).toBe(0);
+    const [minute] = await db.query<{ failed: number; retried: number }>(
+      "SELECT sum(failed)::int AS failed, sum(retried)::int AS retried FROM {{schema}}.queue_minutes",
+    );
+    expect(minute).toMatchObject({ retried: expect.any(Number), failed: expect.any(Number) });
+    await db.pgwake.cancel(ids);
+  });
+
+  it("the orphan sweep takes running jobs whose worker has no row at all", async () => {
+    const { job } = await db.pgwake.enqueue("manual", {});
+    await engine.claim("vanished", MANUAL);
+    await db.query("DELETE FROM {{schema}}.workers WHERE id = 'vanished'");
+    expect(await reapExpiredWorkers(db.pool, engine.sql)).toMatchObject({ reaped: 0 });
+    expect(await reapExpiredWorkers(db.pool, engine.sql, { orphans: true })).toMatchObject({
+      reaped: 1,
+    });
+    expect(await db.pgwake.getJob(job.id)).toMatchObject({ status: "pending" });
     await db.pgwake.cancel([job.id]);
   });
 
-  it("reaps in bounded batches", async () => {
-    const ids = (
-      await db.pgwake.enqueueMany(Array.from({ length: 5 }, () => ({ task: "manual" })))
-    ).map((r) => r.job.id);
-    await engine.claim("zombie", { ...MANUAL, leaseMs: 1 });
-    await waitFor(
-      async () =>
-        (await count("{{schema}}.jobs WHERE id = ANY($1) AND lease_expires_at < now()", [ids])) ===
-        5,
-      { message: "the leases to expire" },
+  it("removes tokens nobody acts on and lowers the flag", async () => {
+    await db.query(
+      `INSERT INTO {{schema}}.workers (id, host, pid, queues, tasks, concurrency, lease_expires_at)
+       VALUES ('alive', 'h', 1, '{default}', '{manual}', 1, now() + interval '1 hour')`,
     );
-    const first = await runMaintenance(db.pool, engine.sql, { ...options, reapBatch: 3 });
-    expect(first.reaped).toBe(3);
-    const second = await runMaintenance(db.pool, engine.sql, { ...options, reapBatch: 3 });
-    expect(second.reaped).toBe(2);
-    expect(await count("{{schema}}.jobs WHERE id = ANY($1) AND status = 'retrying'", [ids])).toBe(
-      5,
+    await db.query(
+      `INSERT INTO {{schema}}.waiters (queue, worker_id, listener_pid) VALUES
+         ('default', 'no-such-worker', NULL), ('default', 'alive', 2147483000), ('other', 'alive', pg_backend_pid())`,
     );
+    await db.query("SELECT setval($1, 1)", [`"${db.schema}".waiting`]);
+    expect(await cleanWaiters(db.pool, engine.sql)).toBe(2);
+    const left = await db.query<{ queue: string }>("SELECT queue FROM {{schema}}.waiters");
+    expect(left).toEqual([{ queue: "other" }]);
+    await db.query("DELETE FROM {{schema}}.waiters");
+    await cleanWaiters(db.pool, engine.sql);
+    const [{ flag }] = (await db.query<{ flag: string }>(
+      `SELECT pg_sequence_last_value('"${db.schema}".waiting'::regclass)::text AS flag`,
+    )) as [{ flag: string }];
+    expect(flag).toBe("0");
+    await db.query("DELETE FROM {{schema}}.workers WHERE id = 'alive'");
+  });
+
+  it("releases idempotency keys past the retention whose job is gone", async () => {
+    const { job: done } = await db.pgwake.enqueue("manual", {}, { idempotencyKey: "k-done" });
+    const { job: waiting } = await db.pgwake.enqueue("manual", {}, { idempotencyKey: "k-live" });
+    await engine.claim("w1", { ...MANUAL, limit: 1 });
+    await completeJobs(db.pool, engine.sql, "w1", [{ id: done.id, attempt: 1, result: null }]);
+    await db.query("UPDATE {{schema}}.job_keys SET created_at = now() - interval '1 hour'");
+    const { released } = await releaseKeys(db.pool, engine.sql, {
+      retentionMs: 60_000,
+      after: new Date(0),
+      limit: 100,
+    });
+    expect(released).toBe(1);
+    // The released key makes a new job; the live job's key still returns it.
+    const again = await db.pgwake.enqueue("manual", {}, { idempotencyKey: "k-done" });
+    expect(again.duplicate).toBe(false);
+    const dup = await db.pgwake.enqueue("manual", {}, { idempotencyKey: "k-live" });
+    expect(dup).toMatchObject({ duplicate: true, job: { id: waiting.id } });
+    await db.pgwake.cancel([again.job.id, waiting.id]);
+  });
+
+  it("a worker's maintenance runs every service and reports what each did", async () => {
+    const worker = db.pgwake.worker({
+      tasks: [{ name: "manual", handler: () => null }],
+      retentionMs: RETENTION_MS,
+    });
+    try {
+      const result = await worker.maintain();
+      expect(Object.keys(result).sort()).toEqual([
+        "history",
+        "keys",
+        "minutes",
+        "reaper",
+        "waiters",
+      ]);
+    } finally {
+      await worker.stop();
+    }
   });
 });

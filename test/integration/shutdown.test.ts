@@ -87,8 +87,9 @@ describe("graceful shutdown", () => {
       attempts: 0,
       result: null,
     });
+    // Handed back jobs are ready at once, in their old place (`pending`, not `retrying`).
     expect(await db.pgwake.getJob(retried.id)).toMatchObject({
-      status: "retrying",
+      status: "pending",
       attempts: 1,
       result: null,
     });

@@ -13,8 +13,9 @@ const work = defineTask({
   },
 });
 
-/** The queue each wake-up names (a payload may add a target after a tab: `queue\tworker`). */
-const queuesOf = (payloads: string[]): string[] => payloads.map((p) => p.split("\t")[0]!);
+/** The queue each wake-up names (a JSON payload `{"q": queue, "w": worker, …}`). */
+const queuesOf = (payloads: string[]): string[] =>
+  payloads.map((p) => (JSON.parse(p) as { q: string }).q);
 
 describe("transactional enqueue", () => {
   let db: TestDb;
@@ -38,14 +39,19 @@ describe("transactional enqueue", () => {
     await waitForWaiting();
   });
   /**
-   * Until the worker has caught up and holds a wake-up token (after a claim that found jobs, it
-   * first claims again after its cooldown).
+   * Until the worker has caught up and holds a wake-up token for the queue (after a claim that
+   * found jobs, it first claims again after its cooldown).
    */
   const waitForWaiting = () =>
     waitFor(
       async () =>
-        (await db.query("SELECT 1 FROM {{schema}}.waiters WHERE worker_id = $1", [worker.id]))
-          .length > 0,
+        (
+          await db.query(
+            `SELECT 1 FROM {{schema}}.waiters WHERE worker_id = $1
+             AND (queue = 'default' OR (queue = '*' AND NOT 'default' = ANY (coalesce(excluded, '{}'))))`,
+            [worker.id],
+          )
+        ).length > 0,
       { message: "the worker to wait for wake-ups" },
     );
   afterAll(async () => {
@@ -87,7 +93,7 @@ describe("transactional enqueue", () => {
     expect(ran).not.toContain(id);
     expect(ran).toEqual([marker.job.id]);
     const [{ n }] = (await db.query<{ n: number }>(
-      "SELECT count(*)::integer AS n FROM {{schema}}.jobs",
+      "SELECT count(*)::integer AS n FROM {{schema}}.all_jobs",
     )) as [{ n: number }];
     expect(n).toBe(1);
   });

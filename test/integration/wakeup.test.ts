@@ -56,8 +56,6 @@ describe("wake-up with a 60 s fallback poll", () => {
     worker = db.pgwake.worker({
       pollIntervalMs: POLL_MS,
       maintenanceIntervalMs: 0,
-      // Keep the LISTEN query the last one on the listener backend, so it can be found by text.
-      livenessMs: 600_000,
       ...options,
     });
     await worker.start();
@@ -102,12 +100,13 @@ describe("wake-up with a 60 s fallback poll", () => {
     return { done, gapMs: second! - first! };
   };
 
-  /** The backend pid of this test's listener (its last query is LISTEN on our channel). */
-  const listenerPid = async (): Promise<number | undefined> => {
+  /** The backend pid of a worker's listener, as its wake-up tokens carry it. */
+  const listenerPid = async (w: Worker): Promise<number | undefined> => {
     const rows = await db.query<{ pid: number }>(
-      `SELECT pid FROM pg_stat_activity
-       WHERE application_name = 'pgwake-listener' AND query ILIKE '%' || $1 || '%'`,
-      [db.schema],
+      `SELECT DISTINCT a.pid FROM {{schema}}.waiters t
+       JOIN pg_stat_activity a ON a.pid = t.listener_pid AND a.application_name = 'pgwake-listener'
+       WHERE t.worker_id = $1`,
+      [w.id],
     );
     expect(rows.length).toBeLessThanOrEqual(1);
     return rows[0]?.pid;
@@ -161,7 +160,7 @@ describe("wake-up with a 60 s fallback poll", () => {
 
   it("wakes up again after its listener backend is terminated", async () => {
     const w = await startIdleWorker();
-    const pid = await waitFor(listenerPid, { message: "listener backend" });
+    const pid = await waitFor(() => listenerPid(w), { message: "listener backend" });
     const [killed] = await db.query<{ ok: boolean }>("SELECT pg_terminate_backend($1) AS ok", [
       pid,
     ]);
@@ -176,7 +175,7 @@ describe("wake-up with a 60 s fallback poll", () => {
     // A new backend, listening again; then wake-ups are prompt again.
     const again = await waitFor(
       async () => {
-        const p = await listenerPid();
+        const p = await listenerPid(w);
         return p !== undefined && p !== pid ? p : undefined;
       },
       { timeoutMs: 15_000, message: "a new listener backend" },
