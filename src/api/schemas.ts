@@ -13,9 +13,6 @@ const MAX_INT32 = 2_147_483_647;
 /** Job ids and cursors: positive integers JavaScript holds exactly. */
 const MAX_ID = Number.MAX_SAFE_INTEGER;
 
-/** Queue names as the path and the body accept them. */
-export const QUEUE_NAME = NAME;
-
 /** Every time the API answers with: what `Date.prototype.toISOString()` writes (UTC, ms). */
 export const TIMESTAMP_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 

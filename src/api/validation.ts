@@ -42,20 +42,4 @@ export function parseOr400<S extends z.ZodType>(
   );
 }
 
-/** A job id from the path: a positive integer, else 400 INVALID_ID. */
-export function parseId(raw: string): number {
-  if (!/^\d{1,16}$/.test(raw)) {
-    throw new ApiError(400, "INVALID_ID", "a job id is a positive integer", {
-      details: { id: raw.slice(0, 64) },
-    });
-  }
-  const id = Number(raw);
-  if (id < 1 || !Number.isSafeInteger(id)) {
-    throw new ApiError(400, "INVALID_ID", "a job id is a positive integer", {
-      details: { id: raw },
-    });
-  }
-  return id;
-}
-
 export { findUnstorable, MAX_JSON_DEPTH } from "../jobs/storable.ts";
