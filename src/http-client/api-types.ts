@@ -92,6 +92,7 @@ export type Job = {
 
 /** Jobs in the queue by status. */
 export type JobCounts = {
+  scheduled: number;
   pending: number;
   running: number;
   retrying: number;
@@ -131,7 +132,14 @@ export type JobPage = {
 };
 
 /** pending → running → completed; a failed attempt goes to retrying, the last one to failed; cancelled ends a job early. */
-export type JobStatus = "pending" | "running" | "retrying" | "completed" | "failed" | "cancelled";
+export type JobStatus =
+  | "scheduled"
+  | "pending"
+  | "running"
+  | "retrying"
+  | "completed"
+  | "failed"
+  | "cancelled";
 
 /** An OpenAPI 3.1 document: this one. */
 export type OpenApiDocument = {
