@@ -536,19 +536,51 @@ CREATE TRIGGER jobs_after_insert
 
 -- ---- what autoscalers and dashboards read ----------------------------------------------------
 
--- Jobs ready to run now in `queues` (every queue when NULL): pending, plus jobs due but not yet
--- promoted. Bounded index reads, never a scan of the table: capped at 100,000 each.
-CREATE FUNCTION {{schema}}.queue_depth(queues text[] DEFAULT NULL) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-  SELECT (SELECT count(*) FROM (
-            SELECT 1 FROM {{schema}}.jobs j
-            WHERE j.status = 'pending' AND (queues IS NULL OR j.queue = ANY (queues))
-            LIMIT 100000) a)
-       + (SELECT count(*) FROM (
-            SELECT 1 FROM {{schema}}.jobs j
-            WHERE j.status IN ('scheduled', 'retrying') AND j.run_at <= now()
-              AND (queues IS NULL OR j.queue = ANY (queues))
-            LIMIT 100000) b)
+-- Jobs ready to run now in `queues` (every queue when NULL), what autoscalers scale on: pending,
+-- plus jobs due but not yet promoted, in queues that are not paused; with `include_running`, also
+-- the jobs the live workers hold (a worker on a long job is not idle). Bounded index reads, never
+-- a scan of the table: capped at 100,000 per kind.
+CREATE FUNCTION {{schema}}.queue_depth(queues text[] DEFAULT NULL, include_running boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET enable_seqscan = off
+AS $$
+DECLARE
+  ready bigint;
+  due bigint;
+  held bigint := 0;
+BEGIN
+  IF queues IS NULL THEN
+    SELECT count(*) INTO ready FROM (
+      SELECT 1 FROM {{schema}}.jobs j
+      WHERE j.status = 'pending'
+        AND j.queue NOT IN (SELECT q.name FROM {{schema}}.queues q WHERE q.paused)
+      LIMIT 100000) a;
+    SELECT count(*) INTO due FROM (
+      SELECT 1 FROM {{schema}}.jobs j
+      WHERE j.status IN ('scheduled', 'retrying') AND j.run_at <= now()
+        AND j.queue NOT IN (SELECT q.name FROM {{schema}}.queues q WHERE q.paused)
+      LIMIT 100000) b;
+  ELSE
+    SELECT count(*) INTO ready FROM (
+      SELECT 1 FROM {{schema}}.jobs j
+      WHERE j.queue = ANY (queues) AND j.status = 'pending'
+        AND j.queue NOT IN (SELECT q.name FROM {{schema}}.queues q WHERE q.paused)
+      LIMIT 100000) a;
+    SELECT count(*) INTO due FROM (
+      SELECT 1 FROM {{schema}}.jobs j
+      WHERE j.queue = ANY (queues) AND j.status IN ('scheduled', 'retrying') AND j.run_at <= now()
+        AND j.queue NOT IN (SELECT q.name FROM {{schema}}.queues q WHERE q.paused)
+      LIMIT 100000) b;
+  END IF;
+  IF include_running THEN
+    SELECT coalesce(sum(r.value::bigint), 0) INTO held
+    FROM {{schema}}.workers w, jsonb_each_text(w.running_by_queue) r
+    WHERE w.reaped_at IS NULL AND w.lease_expires_at > now()
+      AND (queue_depth.queues IS NULL OR r.key = ANY (queue_depth.queues));
+  END IF;
+  RETURN ready + due + held;
+END
 $$;
 
 -- ---- retention -------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ export interface ClaimSchedulerOptions {
   room: () => number;
   /** Claimed jobs, in claim order, for the worker's buffer. */
   onClaimed: (jobs: ClaimedJob[]) => void;
+  /** Each claim's round trip, size and kind (for metrics). */
+  onClaimMeasured?: (measure: { queue: string; ms: number; size: number; sweep: boolean }) => void;
 }
 
 interface Pending {
@@ -87,6 +89,7 @@ export class ClaimScheduler {
   private dueTimer: NodeJS.Timeout | undefined;
   private backoffMs = 0;
   private inFlight: Promise<void> | undefined;
+  private claimingSince = 0;
   private readonly options: ClaimSchedulerOptions;
   /** Claims and sweeps made (for tests and metrics). */
   readonly stats = { claims: 0, sweeps: 0, claimed: 0, promoted: 0, failures: 0 };
@@ -98,6 +101,11 @@ export class ClaimScheduler {
 
   get claimState(): ClaimState {
     return this.state;
+  }
+
+  /** How long the claim in flight has taken so far (0 when none is). */
+  claimingForMs(now = performance.now()): number {
+    return this.state === "claiming" ? now - this.claimingSince : 0;
   }
 
   /** Something may be ready in these lanes (null: any); `sweep` reads from the lanes' starts. */
@@ -200,6 +208,7 @@ export class ClaimScheduler {
     this.state = "claiming";
     const { tasks, queue, pool, sql, logger } = this.options;
     const started = performance.now();
+    this.claimingSince = started;
     const sweep = request.sweep || started >= this.nextSweepAt;
     const laneTasks =
       sweep || request.tasks === null ? tasks : tasks.filter((t) => request.tasks!.has(t));
@@ -256,6 +265,7 @@ export class ClaimScheduler {
       return;
     }
     const tookMs = performance.now() - started;
+    this.options.onClaimMeasured?.({ queue, ms: tookMs, size: claimed.length, sweep });
     if (sweep) {
       this.stats.sweeps++;
       this.nextSweepAt =

@@ -31,6 +31,8 @@ export interface LeaseKeeperOptions {
   onFence: () => void;
   /** A renewal succeeded after a fence: `reaped` when the worker must start over. */
   onRenewed: (reaped: boolean) => Promise<void> | void;
+  /** Every heartbeat's result (for metrics). */
+  onHeartbeat?: (ok: boolean) => void;
 }
 
 /**
@@ -116,12 +118,14 @@ export class LeaseKeeper {
     try {
       result = await heartbeat(pool, sql, info, held, leaseMs);
     } catch (error) {
+      this.options.onHeartbeat?.(false);
       logger.warn(
         { err: error, sinceRenewalMs: Math.round(this.sinceRenewalMs), leaseMs },
         "heartbeat failed",
       );
       return;
     }
+    this.options.onHeartbeat?.(true);
     if (this.state === "stopped") return;
     if (!result.alive) {
       // Reaped: every job we held was taken back. Stop them, and start over under a new id.

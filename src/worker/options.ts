@@ -1,4 +1,5 @@
 import type pg from "pg";
+import type { Registry } from "prom-client";
 import { DEFAULT_NETWORK_TIMEOUT_MS } from "../db/pool.ts";
 import { PgwakeError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
@@ -76,6 +77,8 @@ export interface WorkerOptions {
   pooler?: boolean;
   workerId?: string;
   logger?: Logger;
+  /** Where the worker's Prometheus metrics go (default: a registry of its own, `worker.metrics`). */
+  metricsRegistry?: Registry;
 }
 
 /** Defaults of every worker option (the CLI's settings declare the same values). */

@@ -16,6 +16,7 @@ import { JobRunner, type RunOutcome } from "./jobRunner.ts";
 import { LeaseKeeper } from "./leaseKeeper.ts";
 import { Listener } from "./listener.ts";
 import { Maintenance, type MaintenanceService } from "./maintenance.ts";
+import { WorkerMetrics } from "./metrics.ts";
 import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from "./options.ts";
 import { OutcomeWriter } from "./outcomeWriter.ts";
 import { parseWakeNotice, Wakeup } from "./wakeup.ts";
@@ -28,6 +29,20 @@ export { type QueueSlots, WORKER_DEFAULTS, type WorkerOptions } from "./options.
  * claims have their own states (ClaimScheduler).
  */
 export type WorkerState = "idle" | "running" | "stopping" | "stopped";
+
+/** What `/ready` reports: the worker can take and run jobs now. */
+export interface WorkerHealth {
+  ready: boolean;
+  state: WorkerState;
+  /** `live`, or `fenced` while it cannot renew its lease (a silent or lost database). */
+  lease: string;
+  /** Since the last lease renewal was sent, ms (the database answered it). */
+  sinceRenewalMs: number;
+  /** LISTEN connection up (always true in poll-only mode). */
+  listening: boolean;
+  /** Queues whose claim statement has been in flight for longer than the network timeout. */
+  stuckQueues: string[];
+}
 
 export interface WorkerStats {
   claimed: number;
@@ -60,6 +75,8 @@ interface Buffered {
  */
 export class Worker {
   readonly stats: WorkerStats = { claimed: 0, completed: 0, failed: 0, claimQueries: 0 };
+  /** Prometheus metrics of this worker (see `WorkerMetrics`). */
+  readonly metrics: WorkerMetrics;
   private currentId: string;
   private readonly opts: ResolvedWorkerOptions;
   private readonly sql: SchemaSql;
@@ -101,6 +118,14 @@ export class Worker {
       options.tasks instanceof TaskRegistry ? options.tasks : new TaskRegistry(options.tasks);
     if (this.registry.size === 0)
       throw new PgwakeError("INVALID_OPTIONS", "a worker needs at least one task");
+    this.metrics = new WorkerMetrics(
+      {
+        running: () => this.runner.size,
+        buffered: () => this.buffered,
+        listening: () => this.listening,
+      },
+      options.metricsRegistry,
+    );
     this.baseLogger = options.logger ?? silentLogger;
     this.logger = this.baseLogger.child({ workerId: this.currentId });
     this.ownsPool = !options.pool;
@@ -149,6 +174,7 @@ export class Worker {
       onLost: (ids) => this.lost(ids),
       onFence: () => this.fence(),
       onRenewed: (reaped) => this.unfence(reaped),
+      onHeartbeat: (ok) => this.metrics.renewals.inc({ result: ok ? "ok" : "failed" }),
     });
     if (opts.notify) {
       this.wakeup = new Wakeup({
@@ -220,6 +246,36 @@ export class Worker {
     return this.lease.leaseState === "live";
   }
 
+  /**
+   * Whether the worker can take and run jobs now: running, its lease renewed in time (so the
+   * database answers), listening (unless poll-only), and no claim stuck on a silent connection.
+   * A worker cut off from its database reads as not ready within the lease's fence margin.
+   */
+  health(): WorkerHealth {
+    const now = performance.now();
+    const stuckAfter = this.opts.networkTimeoutMs + 1_000;
+    const stuckQueues = [...this.schedulers.values()]
+      .filter((s) => s.claimingForMs(now) > stuckAfter)
+      .map((s) => s.queue);
+    const listening = !this.opts.notify || this.listening;
+    const lease = this.lease.leaseState;
+    const sinceRenewalMs = this.lease.sinceRenewalMs;
+    const renewedInTime = sinceRenewalMs < this.opts.heartbeatMs * 2 + this.opts.networkTimeoutMs;
+    return {
+      ready:
+        this.state === "running" &&
+        lease === "live" &&
+        renewedInTime &&
+        listening &&
+        stuckQueues.length === 0,
+      state: this.state,
+      lease,
+      sinceRenewalMs: Number.isFinite(sinceRenewalMs) ? Math.round(sinceRenewalMs) : -1,
+      listening,
+      stuckQueues,
+    };
+  }
+
   /** Each served queue's claim state, for health checks and tests. */
   claimStates(): Record<string, string> {
     return Object.fromEntries([...this.schedulers].map(([q, s]) => [q, s.claimState]));
@@ -256,7 +312,10 @@ export class Worker {
           // Anything submitted while we were not listening is found by claiming now.
           for (const s of this.schedulers.values()) s.request();
         },
-        onDisconnected: () => this.wakeup?.setListener(undefined),
+        onDisconnected: () => {
+          this.metrics.reconnects.inc();
+          this.wakeup?.setListener(undefined);
+        },
       });
       this.listener.start();
     }
@@ -325,6 +384,11 @@ export class Worker {
       claimCooldownMs: this.opts.claimCooldownMs,
       room: () => this.room(queue),
       onClaimed: (jobs) => this.claimed(queue, jobs),
+      onClaimMeasured: ({ ms, size, sweep }) => {
+        this.metrics.claims.inc({ queue, kind: sweep ? "sweep" : "forward" });
+        this.metrics.claimDuration.observe({ queue }, ms / 1_000);
+        this.metrics.claimSize.observe({ queue }, size);
+      },
     });
     this.schedulers.set(queue, scheduler);
     this.buffers.set(queue, []);
@@ -431,6 +495,8 @@ export class Worker {
       idleRounds = 0;
       const { job } = buffer.shift()!;
       free--;
+      this.metrics.started.inc({ queue: job.queue, task: job.task });
+      this.metrics.wait.observe({ queue: job.queue }, waitOf(job) / 1_000);
       this.runner.run(job);
     }
     for (const s of this.schedulers.values()) s.roomAvailable();
@@ -455,6 +521,11 @@ export class Worker {
     written: Parameters<ConstructorParameters<typeof OutcomeWriter>[0]["onWritten"]>[0],
   ): void {
     for (const { job, ms } of written.completed) {
+      this.metrics.completed.inc({ queue: job.queue, task: job.task });
+      this.metrics.duration.observe(
+        { queue: job.queue, task: job.task, outcome: "completed" },
+        ms / 1_000,
+      );
       this.counts.add(job.queue, finishedAt(job, ms), {
         completed: 1,
         runMs: ms,
@@ -464,6 +535,11 @@ export class Worker {
     for (const { pending, result } of written.failed) {
       const { job, ms } = pending;
       const retried = result.status !== "failed";
+      this.metrics.failed.inc({ queue: job.queue, task: job.task, final: String(!retried) });
+      this.metrics.duration.observe(
+        { queue: job.queue, task: job.task, outcome: "failed" },
+        ms / 1_000,
+      );
       this.counts.add(job.queue, finishedAt(job, ms), {
         failed: retried ? 0 : 1,
         retried: retried ? 1 : 0,
@@ -518,6 +594,7 @@ export class Worker {
 
   /** Jobs we no longer hold (cancelled, or taken back after our lease ran out). */
   private lost(ids: number[]): void {
+    this.metrics.lost.inc(ids.length);
     const gone = new Set(ids);
     for (const buffer of this.buffers.values()) {
       for (let i = buffer.length - 1; i >= 0; i--)
@@ -533,6 +610,7 @@ export class Worker {
 
   /** The lease could not be renewed in time: stop every job and every claim. */
   private fence(): void {
+    this.metrics.fences.inc();
     for (const s of this.schedulers.values()) s.fence();
     const stopped = this.runner.abandonAll(
       new PgwakeError("LEASE_LOST", "the worker could not renew its lease: job stopped"),
