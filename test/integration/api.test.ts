@@ -353,6 +353,8 @@ describe("HTTP API routes (app.request)", () => {
         await app.request(`/jobs/${id}/events?limit=1${cursor ? `&cursor=${cursor}` : ""}`)
       ).json()) as { events: Array<{ kind: string }>; nextCursor: number | null };
       if (page.nextCursor !== null) expect(Number.isInteger(page.nextCursor)).toBe(true);
+      // A page holds at most `limit` events, derived steps included.
+      expect(page.events.length).toBeLessThanOrEqual(1);
       kinds.push(...page.events.map((e) => e.kind));
       cursor = page.nextCursor;
       pages++;
