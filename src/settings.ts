@@ -200,6 +200,17 @@ export const SETTINGS = {
     description: "Embedded Postgres port (only without DATABASE_URL).",
     commands: EVERY,
   }),
+  embeddedHome: setting({
+    env: "PGWAKE_EMBEDDED_HOME",
+    flag: "embedded-home",
+    placeholder: "dir",
+    default: "/var/lib/pgwake",
+    parse: text.min(1),
+    path: true,
+    description:
+      "Run as root, the embedded Postgres runs as the postgres user: what that user cannot reach (the binaries, a data directory under a mode-700 home) is kept here instead.",
+    commands: EVERY,
+  }),
   port: setting({
     env: "PORT",
     flag: "port",

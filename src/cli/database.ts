@@ -16,7 +16,7 @@ export interface Database {
  * stopped by the lifecycle, or reused when another pgwake process already runs it).
  */
 export async function openDatabase(
-  config: Pick<Config, "databaseUrl" | "dataDir" | "embeddedPort">,
+  config: Pick<Config, "databaseUrl" | "dataDir" | "embeddedPort" | "embeddedHome">,
   logger: Logger,
   lifecycle: Lifecycle,
 ): Promise<Database> {
@@ -27,6 +27,7 @@ export async function openDatabase(
   const server = await startEmbeddedPostgres({
     dataDir: config.dataDir,
     port: config.embeddedPort,
+    rootHome: config.embeddedHome,
     logger,
   });
   if (server.owned) lifecycle.onCleanup("embedded Postgres", () => server.stop());

@@ -1,12 +1,13 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runningServer } from "../../src/embedded.ts";
+import { Pgwake } from "../../src/index.ts";
 import { BIN, finished, killAll, pgwake, type Run } from "../fixtures/cli/spawn.ts";
 import { databaseUrl } from "../helpers/db.ts";
 import { freePort } from "../helpers/postgres.ts";
@@ -189,11 +190,8 @@ describe("pgwake against DATABASE_URL", () => {
 
     const job = await waitFor(
       async () => {
-        const { rows } = await pool.query(
-          `SELECT status, result FROM "${schema}".jobs WHERE id = $1`,
-          [printed.id],
-        );
-        return rows[0]?.status === "completed" ? rows[0] : null;
+        const current = await new Pgwake({ pool, schema }).getJob(printed.id);
+        return current?.status === "completed" ? current : null;
       },
       { timeoutMs: 30_000, message: "the job to complete" },
     );
@@ -234,7 +232,7 @@ describe("pgwake enqueue: unknown tasks and duplicates", () => {
     await pool.end();
   });
   const count = async () =>
-    (await pool.query(`SELECT count(*)::int AS n FROM "${schema}".jobs`)).rows[0].n as number;
+    (await new Pgwake({ pool, schema }).listJobs({ limit: 1_000 })).jobs.length;
 
   it("refuses a task this process does not define, exit 2, and adds no job", async () => {
     const run = pgwake(["enqueue", "nosuch.task", "{}"], env);
@@ -291,8 +289,9 @@ describe("signals", () => {
     await pool.end();
   });
 
-  const jobStatus = async (id: number) =>
-    (await pool.query(`SELECT status FROM "${schema}".jobs WHERE id = $1`, [id])).rows[0]?.status;
+  const jobStatus = async (id: number) => (await new Pgwake({ pool, schema }).getJob(id))?.status;
+  /** Takes a handed-back job out of the way of the next test's worker. */
+  const dropJob = (id: number) => new Pgwake({ pool, schema }).cancel([id]);
 
   async function runningSleep(worker: Run): Promise<number> {
     const enqueue = pgwake(["enqueue", "demo.sleep", '{"ms":600000}'], env);
@@ -315,7 +314,7 @@ describe("signals", () => {
       "grace period over: aborting and returning running jobs",
     );
     expect(["pending", "retrying"]).toContain(await jobStatus(id));
-    await pool.query(`DELETE FROM "${schema}".jobs WHERE id = $1`, [id]);
+    await dropJob(id);
   });
 
   it("a second signal stops waiting and exits 1", async () => {
@@ -328,7 +327,7 @@ describe("signals", () => {
     worker.child.kill("SIGINT");
     expect(await finished(worker)).toEqual({ code: 1, signal: null });
     expect(worker.logs().map((l) => l.msg)).toContain("second signal: exiting without waiting");
-    await pool.query(`DELETE FROM "${schema}".jobs WHERE id = $1`, [id]);
+    await dropJob(id);
   });
 });
 
@@ -336,6 +335,9 @@ describe("zero-setup: pgwake start without DATABASE_URL", () => {
   let base: string;
   beforeAll(() => {
     base = mkdtempSync(join(tmpdir(), "pgwake-cli-"));
+    // Reachable by the postgres user (run as root, the embedded server runs as that user); the
+    // unreachable case is test/package's.
+    chmodSync(base, 0o755);
   });
   afterAll(() => {
     rmSync(base, { recursive: true, force: true });

