@@ -2,7 +2,8 @@
  * An example task module. Run it with the built-ins alongside:
  *
  *   npm start -- --tasks examples/tasks.ts
- *   node bin/pgwake.js enqueue welcome-email '{"userId":1,"email":"ada@example.com"}'
+ *   node bin/pgwake.js enqueue welcome-email '{"userId":1,"email":"ada@example.com"}' \
+ *     --tasks examples/tasks.ts     # so that it knows the task (and checks the payload)
  *
  * In your own project import from "pgwake" instead of "../src/index.ts". TypeScript modules load
  * as they are: Node strips the types, no build step.

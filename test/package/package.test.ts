@@ -176,6 +176,8 @@ describe("installed in a new project", () => {
       result: { greeting: "hello package", attempt: 1 },
       // The library refuses a task name it knows is not defined.
       refused: "UNKNOWN_TASK",
+      // pgwake/client resolves from the package.
+      client: true,
     });
   });
 
