@@ -413,6 +413,7 @@ describe("schedule operations and code-defined schedules", () => {
     const metrics = new ScheduleMetrics(registry);
     const passes: RunDueSchedulesResult[] = [];
     const loop = new ScheduleLoop(db.pool, sql, {
+      lookaheadMs: 0,
       onPass: (result) => {
         metrics.observe(result);
         passes.push(result);
