@@ -152,7 +152,8 @@ export async function measureScheduleLateness(
         [at],
       );
       const jobs = Number(
-        (await q("SELECT count(*) AS n FROM {{schema}}.jobs WHERE run_at = $1", [at])).rows[0].n,
+        (await q("SELECT count(*) AS n FROM {{schema}}.all_jobs WHERE run_at = $1", [at])).rows[0]
+          .n,
       );
       const late = made.rows.map((r) => r.late_ms as number);
       const decided = made.rows.map((r) => (r.decided_at as Date).getTime());

@@ -462,10 +462,11 @@ describe("schedule routes over HTTP", () => {
       (await call("getSchedule", "GET", "/schedules/often")).body,
     );
     for (const run of details.runs) {
+      // Made ahead of its tick, a job waits as scheduled, then pending.
       expect(run).toMatchObject({
         trigger: "cron",
         outcome: "fired",
-        job: { id: run.jobId, status: "pending" },
+        job: { id: run.jobId, status: expect.stringMatching(/^(scheduled|pending)$/) },
       });
     }
     await call("deleteSchedule", "DELETE", "/schedules/often");
