@@ -31,34 +31,77 @@ export interface DueCursor {
 //    stay in the index until vacuum removes them, which a transaction held open anywhere on the
 //    server can postpone for hours. Rows other workers hold are skipped (SKIP LOCKED).
 // 4. `claimed`: the picked jobs become running, leased by this worker, with one more attempt.
-// A paused queue, or a worker whose lease is gone, promotes and claims nothing. The last row is a
+// A paused queue, or a worker whose lease is gone, promotes and claims nothing; a queue that has
+// limits now is not claimed here (the summary says so, and the worker uses `claim_limited`). The last row is a
 // summary (id NULL): how many jobs were promoted, up to where, when the next job of the queue
 // comes due (so the worker sets a timer, whoever submitted it), and whether the lease was live.
-const CLAIM_JOBS = statement(
-  "claim_jobs",
-  `WITH me AS MATERIALIZED (
+// Parameters of both claims: $1 worker, $2 queue, $3/$4 the promotion cursor, $5 the promotion
+// limit, $6 the most jobs to claim, $7 the worker's tasks; the lane claim adds $8–$10 (per task
+// lane: how many to read, and the cursor). Shared steps: the lease check, the promotion of due
+// jobs, and the summary row.
+const LEASE_AND_PROMOTION = `me AS MATERIALIZED (
      SELECT w.id FROM {{schema}}.workers w
      WHERE w.id = $1 AND w.reaped_at IS NULL AND w.lease_expires_at > now()
      FOR SHARE
    ), open AS MATERIALIZED (
      SELECT 1 AS ok FROM me
      WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.queues q WHERE q.name = $2 AND q.paused)
+   ), settings AS MATERIALIZED (
+     SELECT coalesce(bool_or({{schema}}.queue_is_limited(q)), false) AS limited,
+            -- how often a token comes when starts are rate limited (the earliest of both buckets)
+            min(least(q.rate_period_ms::double precision / q.rate_limit,
+                      q.key_rate_period_ms::double precision / q.key_rate_limit)) AS token_ms
+     FROM {{schema}}.queues q WHERE q.name = $2
    ), due AS MATERIALIZED (
      SELECT x.id, nextval('{{schema}}.jobs_id_seq'::regclass) AS seq
      FROM (SELECT d.id FROM {{schema}}.jobs d
            WHERE d.queue = $2 AND d.status IN ('scheduled', 'retrying') AND d.run_at <= now()
-             AND (d.run_at, d.id) > ($7::timestamptz, $8::bigint)
+             AND (d.run_at, d.id) > ($3::timestamptz, $4::bigint)
              AND EXISTS (SELECT 1 FROM open)
            ORDER BY d.run_at, d.id
-           LIMIT $9
+           LIMIT $5
            FOR UPDATE SKIP LOCKED) x
    ), promoted AS (
      UPDATE {{schema}}.jobs j SET status = 'pending', ready_seq = due.seq, updated_at = now()
      FROM due WHERE j.id = due.id
-     RETURNING j.id, j.run_at
-   ), picked AS (
+     RETURNING j.id, j.run_at, j.concurrency_key
+   ), promoted_keys AS (
+     -- a key row forgotten while its job waited is made again (flow control serves keys by row)
+     INSERT INTO {{schema}}.queue_keys (queue, key)
+     SELECT DISTINCT $2, p.concurrency_key FROM promoted p WHERE p.concurrency_key IS NOT NULL
+     ORDER BY 2
+     ON CONFLICT (queue, key) DO NOTHING
+   )`;
+
+// A debounce key holds only until its job starts: a submission after that makes a new job.
+const RELEASE_DEBOUNCE_KEYS = `debounce_released AS (
+     DELETE FROM {{schema}}.job_keys k
+     WHERE k.mode = 'debounce'
+       AND k.job_id IN (SELECT c.id FROM claimed c WHERE c.key_mode = 'debounce')
+   )`;
+
+const SUMMARY = `summary AS (
+     SELECT (SELECT count(*)::integer FROM promoted) AS promoted,
+            (SELECT p.run_at::text FROM promoted p ORDER BY p.run_at DESC, p.id DESC LIMIT 1)
+              AS promoted_run_at,
+            (SELECT p.id FROM promoted p ORDER BY p.run_at DESC, p.id DESC LIMIT 1) AS promoted_id,
+            (SELECT n.run_at::text FROM {{schema}}.jobs n
+             WHERE n.queue = $2 AND n.status IN ('scheduled', 'retrying')
+               AND (n.run_at, n.id) > ($3::timestamptz, $4::bigint)
+             ORDER BY n.run_at, n.id LIMIT 1) AS next_due,
+            EXISTS (SELECT 1 FROM me) AS live,
+            (SELECT limited FROM settings) AS limited,
+            (SELECT token_ms FROM settings) AS token_ms
+   )
+   SELECT c.*, s.promoted, s.promoted_run_at, s.promoted_id, s.next_due, s.live, s.limited,
+          s.token_ms
+   FROM summary s LEFT JOIN claimed c ON true`;
+
+const CLAIM_JOBS = statement(
+  "claim_jobs",
+  `WITH ${LEASE_AND_PROMOTION}, picked AS (
      SELECT c.id
-     FROM open, unnest($3::text[], $4::integer[], $5::integer[], $6::bigint[]) AS l(task, n, cp, cs)
+     FROM open, settings, unnest($7::text[], $8::integer[], $9::integer[], $10::bigint[]) AS l(task, n, cp, cs)
      CROSS JOIN LATERAL (
        SELECT * FROM (
          SELECT a.id, a.priority, a.ready_seq FROM {{schema}}.jobs a
@@ -76,29 +119,26 @@ const CLAIM_JOBS = statement(
          FOR UPDATE SKIP LOCKED) after
        ORDER BY 2, 3
        LIMIT l.n) c
+     WHERE NOT settings.limited
      ORDER BY c.priority, c.ready_seq
-     LIMIT $10
+     LIMIT $6
    ), claimed AS (
      UPDATE {{schema}}.jobs j
      SET status = 'running', attempts = j.attempts + 1, lease_owner = $1, started_at = now(),
          updated_at = now()
      WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
      RETURNING j.*
-   )
-   SELECT c.*, NULL::integer AS promoted, NULL::text AS promoted_run_at, NULL::bigint AS promoted_id,
-          NULL::text AS next_due, NULL::boolean AS live
-   FROM claimed c
-   UNION ALL
-   SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-          NULL, NULL, NULL,
-          (SELECT count(*)::integer FROM promoted),
-          (SELECT p.run_at::text FROM promoted p ORDER BY p.run_at DESC, p.id DESC LIMIT 1),
-          (SELECT p.id FROM promoted p ORDER BY p.run_at DESC, p.id DESC LIMIT 1),
-          (SELECT n.run_at::text FROM {{schema}}.jobs n
-           WHERE n.queue = $2 AND n.status IN ('scheduled', 'retrying')
-             AND (n.run_at, n.id) > ($7::timestamptz, $8::bigint)
-           ORDER BY n.run_at, n.id LIMIT 1),
-          EXISTS (SELECT 1 FROM me)`,
+   ), ${RELEASE_DEBOUNCE_KEYS}, ${SUMMARY}`,
+);
+
+// The claim of a limited queue (0005_flow_control.sql, `claim_limited`): the function takes the
+// queue's row and applies every limit (it keeps the key lanes' cursors itself); the steps around it
+// are the same.
+const CLAIM_LIMITED = statement(
+  "claim_limited_jobs",
+  `WITH ${LEASE_AND_PROMOTION}, claimed AS (
+     SELECT j.* FROM {{schema}}.claim_limited($1, $2, $7::text[], $6) j
+   ), ${RELEASE_DEBOUNCE_KEYS}, ${SUMMARY}`,
 );
 
 export interface ClaimLane {
@@ -112,6 +152,8 @@ export interface ClaimLane {
 export interface ClaimOptions {
   workerId: string;
   queue: string;
+  /** The queue has limits (flow control): claim through `claim_limited`, lanes are ignored. */
+  limited?: boolean;
   lanes: readonly ClaimLane[];
   /** Most jobs to take from all lanes together (the first in claim order). */
   limit: number;
@@ -136,6 +178,10 @@ export interface ClaimResult {
   nextDueAt: Date | null;
   /** False when the worker's lease had run out or it was reaped: nothing was claimed. */
   leaseLive: boolean;
+  /** The queue has limits: claim it with `limited` (a lane claim of it takes nothing). */
+  limited: boolean;
+  /** With a rate limit: how often a token comes (ms). */
+  tokenMs: number | null;
 }
 
 /** Claims from one queue's lanes for one worker and promotes that queue's due jobs. */
@@ -146,32 +192,41 @@ export async function claimJobs(
 ): Promise<ClaimResult> {
   const { lanes } = options;
   const { rows } = await db.query<
-    JobRow & {
+    (JobRow | { [K in keyof JobRow]: null }) & {
       ready_seq: number;
       promoted: number | null;
       promoted_run_at: string | null;
       promoted_id: number | null;
       next_due: string | null;
       live: boolean | null;
+      limited: boolean | null;
+      token_ms: number | null;
     }
   >({
-    ...sql.bind(CLAIM_JOBS),
+    ...sql.bind(options.limited ? CLAIM_LIMITED : CLAIM_JOBS),
     values: [
       options.workerId,
       options.queue,
-      lanes.map((l) => l.task),
-      lanes.map((l) => l.limit),
-      lanes.map((l) => l.after.priority),
-      lanes.map((l) => l.after.readySeq),
       options.dueAfter.runAt.toISOString(),
       options.dueAfter.id,
       options.promoteLimit,
       options.limit,
+      lanes.map((l) => l.task),
+      ...(options.limited
+        ? []
+        : [
+            lanes.map((l) => l.limit),
+            lanes.map((l) => l.after.priority),
+            lanes.map((l) => l.after.readySeq),
+          ]),
     ],
   });
-  const summary = rows.pop()!;
+  const summary = rows[0]!;
+  const claimedRows = rows.filter(
+    (row): row is JobRow & typeof row & { ready_seq: number } => row.id !== null,
+  );
   return {
-    claimed: rows.map((row) => ({
+    claimed: claimedRows.map((row) => ({
       job: toJob(row),
       position: { priority: row.priority, readySeq: row.ready_seq },
     })),
@@ -182,6 +237,8 @@ export async function claimJobs(
         : null,
     nextDueAt: summary.next_due === null ? null : new Date(summary.next_due),
     leaseLive: summary.live === true,
+    limited: summary.limited === true,
+    tokenMs: summary.token_ms === null ? null : Number(summary.token_ms),
   };
 }
 

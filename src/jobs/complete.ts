@@ -1,6 +1,6 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
-import { CURRENT_SLOT, moveToHistory } from "./history.ts";
+import { CURRENT_SLOT, moveToHistory, releaseJobKeys, releaseSlots } from "./history.ts";
 
 // A completed job leaves `jobs` for `job_history` in the statement that completes it: one delete
 // and one insert into the current history slot, no update left for vacuum, no index entry in
@@ -26,6 +26,8 @@ const COMPLETE_JOBS = statement(
                NULL::jsonb AS outcome_error
    ), slot AS MATERIALIZED (${CURRENT_SLOT}),
    moved AS (${moveToHistory("done", "slot")}),
+   ${releaseSlots("done")},
+   ${releaseJobKeys("done")},
    ignored AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, slot)
      SELECT d.id, 'outcome_ignored', d.attempt, $4,

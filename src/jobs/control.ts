@@ -1,6 +1,13 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
-import { CURRENT_SLOT, FINISHED_JOB, LIVE_JOB, moveToHistory } from "./history.ts";
+import {
+  CURRENT_SLOT,
+  FINISHED_JOB,
+  LIVE_JOB,
+  moveToHistory,
+  releaseJobKeys,
+  releaseSlots,
+} from "./history.ts";
 import { type Job, type JobRow, type JobStatus, toJob } from "./types.ts";
 
 // A job not yet finished is cancelled outright: it moves to history as `cancelled`. A running
@@ -16,6 +23,8 @@ const CANCEL_JOBS = statement(
                NULL::jsonb AS outcome_error
    ), slot AS MATERIALIZED (${CURRENT_SLOT}),
    moved AS (${moveToHistory("gone", "slot", true)}),
+   ${releaseSlots("(SELECT * FROM gone WHERE was = 'running')")},
+   ${releaseJobKeys("gone")},
    events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
      SELECT g.id, 'cancelled', g.attempts, CASE WHEN g.was = 'running' THEN g.lease_owner END,
@@ -68,13 +77,19 @@ const RETRY_JOBS = statement(
    ), revived AS (
      INSERT INTO {{schema}}.jobs AS j
        (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,
-        idempotency_key, request_id, last_error, created_at, updated_at, ready_seq)
+        idempotency_key, request_id, last_error, created_at, updated_at, ready_seq,
+        concurrency_key)
      OVERRIDING SYSTEM VALUE
      SELECT b.id, b.queue, b.task, b.payload, 'pending', b.priority, now(), 0, b.max_attempts,
             b.timeout_ms, b.idempotency_key, b.request_id, b.last_error, b.created_at, now(),
-            nextval('{{schema}}.jobs_id_seq'::regclass)
+            nextval('{{schema}}.jobs_id_seq'::regclass), b.concurrency_key
      FROM back b
      RETURNING j.*
+   ), revived_keys AS (
+     INSERT INTO {{schema}}.queue_keys (queue, key)
+     SELECT DISTINCT r.queue, r.concurrency_key FROM revived r WHERE r.concurrency_key IS NOT NULL
+     ORDER BY 1, 2
+     ON CONFLICT (queue, key) DO NOTHING
    ), events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, message, slot)
      SELECT r.id, 'retried', 'sent back to the queue with a fresh attempt budget',

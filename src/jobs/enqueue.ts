@@ -13,6 +13,15 @@ export interface NewJob {
   maxAttempts?: number;
   timeoutMs?: number;
   idempotencyKey?: string;
+  /**
+   * How long `idempotencyKey` holds: `retain` (default) for the retention period after
+   * submission, `active` while the job is not finished (a new job once it finished), `debounce`
+   * while it has not started (a newer submission with the key replaces its payload and run
+   * time, and gets it back as a duplicate).
+   */
+  keyMode?: "retain" | "active" | "debounce";
+  /** Counts the job against this key's limits in its queue (flow control). */
+  concurrencyKey?: string;
   requestId?: string;
 }
 
@@ -72,6 +81,8 @@ export async function insertJobs(
     max_attempts: j.maxAttempts,
     timeout_ms: j.timeoutMs,
     idempotency_key: j.idempotencyKey,
+    key_mode: j.keyMode === "retain" ? undefined : j.keyMode,
+    concurrency_key: j.concurrencyKey,
     request_id: j.requestId,
   }));
   const { rows } = await db.query<JobRow>({

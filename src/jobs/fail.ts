@@ -1,7 +1,7 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import type { SerializedError } from "../errors.ts";
-import { CURRENT_SLOT, moveToHistory } from "./history.ts";
+import { CURRENT_SLOT, moveToHistory, releaseJobKeys, releaseSlots } from "./history.ts";
 
 // One statement per batch of failed attempts. An attempt that may be retried puts its job back:
 // `retrying` until its backoff ends (promoted by a claim of its queue then), or straight to
@@ -22,11 +22,16 @@ const FAIL_JOBS = statement(
          ready_seq = CASE WHEN f.delay_ms <= 0 THEN nextval('{{schema}}.jobs_id_seq'::regclass)
                           ELSE j.ready_seq END,
          last_error = f.error,
+         held_slot = false,
          updated_at = now()
      FROM f
      WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = $6 AND j.attempts = f.attempt
        AND NOT f.permanent AND j.attempts < j.max_attempts
      RETURNING j.id, j.queue, j.status, j.attempts, j.run_at, j.started_at, f.delay_ms
+   ), held AS MATERIALIZED (
+     -- What the retried rows held before this statement (RETURNING gives the new values).
+     SELECT j.id, j.queue, j.concurrency_key, j.held_slot FROM {{schema}}.jobs j
+     WHERE j.id = ANY ($1::bigint[]) AND j.held_slot
    ), failed AS (
      DELETE FROM {{schema}}.jobs j USING f
      WHERE j.id = f.id AND j.status = 'running' AND j.lease_owner = $6 AND j.attempts = f.attempt
@@ -35,6 +40,12 @@ const FAIL_JOBS = statement(
                f.error AS outcome_error, f.permanent
    ), slot AS MATERIALIZED (${CURRENT_SLOT}),
    moved AS (${moveToHistory("failed", "slot")}),
+   ended AS (
+     SELECT h.queue, h.concurrency_key, h.held_slot FROM held h WHERE h.id IN (SELECT id FROM retried)
+     UNION ALL SELECT queue, concurrency_key, held_slot FROM failed
+   ),
+   ${releaseSlots("ended")},
+   ${releaseJobKeys("failed")},
    events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
      SELECT u.id, 'attempt_failed', u.attempts, $6, f.error->>'message',

@@ -8,11 +8,11 @@ export function moveToHistory(source: string, slot: string, returning = false): 
   return `INSERT INTO {{schema}}.job_history
      (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,
       idempotency_key, request_id, lease_owner, result, last_error, created_at, started_at,
-      finished_at, updated_at, slot)
+      finished_at, updated_at, concurrency_key, slot)
    SELECT m.id, m.queue, m.task, m.payload, m.outcome_status, m.priority, m.run_at, m.attempts,
           m.max_attempts, m.timeout_ms, m.idempotency_key, m.request_id, m.lease_owner,
           m.outcome_result, coalesce(m.outcome_error, m.last_error), m.created_at, m.started_at,
-          now(), now(), ${slot}.s
+          now(), now(), m.concurrency_key, ${slot}.s
    FROM ${source} m, ${slot}${
      returning
        ? `
@@ -30,12 +30,51 @@ export const LIVE_JOB = `j.id, j.queue, j.task, j.payload, j.status, j.priority,
   j.max_attempts, j.timeout_ms, j.idempotency_key, j.request_id, j.lease_owner,
   CASE WHEN j.status = 'running' THEN w.lease_expires_at END AS lease_expires_at,
   NULL::jsonb AS result, j.last_error, j.created_at, j.started_at,
-  NULL::timestamptz AS finished_at, j.updated_at`;
+  NULL::timestamptz AS finished_at, j.updated_at, j.concurrency_key`;
 
 export const FINISHED_JOB = `h.id, h.queue, h.task, h.payload, h.status, h.priority, h.run_at,
   h.attempts, h.max_attempts, h.timeout_ms, h.idempotency_key, h.request_id, h.lease_owner,
   NULL::timestamptz AS lease_expires_at, h.result, h.last_error, h.created_at, h.started_at,
-  h.finished_at, h.updated_at`;
+  h.finished_at, h.updated_at, h.concurrency_key`;
 
 /** A CTE body giving the history slot of now, computed once per statement. */
 export const CURRENT_SLOT = "SELECT {{schema}}.history_slot(now()) AS s";
+
+/**
+ * CTEs (named with `prefix`) that release what runs ending in `source` held: the slots of jobs
+ * claimed under a limit (`held_slot`: the queue's and its key's counters go down; key rows are
+ * locked in (queue, key) order first, so two such statements never deadlock, and claims skip
+ * locked key rows). `source` must have `queue`, `concurrency_key` and `held_slot`.
+ */
+export function releaseSlots(source: string, prefix = "slots"): string {
+  return `${prefix} AS MATERIALIZED (
+     SELECT src.queue, src.concurrency_key FROM ${source} src WHERE src.held_slot
+   ), ${prefix}_keys AS MATERIALIZED (
+     SELECT c.queue, c.key FROM {{schema}}.queue_keys c
+     WHERE (c.queue, c.key) IN (SELECT queue, concurrency_key FROM ${prefix})
+     ORDER BY c.queue, c.key
+     FOR UPDATE OF c
+   ), ${prefix}_keys_down AS (
+     UPDATE {{schema}}.queue_keys c SET running = greatest(0, c.running - d.n)
+     FROM (SELECT s.queue, s.concurrency_key AS key, count(*)::integer AS n FROM ${prefix} s
+           WHERE (s.queue, s.concurrency_key) IN (SELECT queue, key FROM ${prefix}_keys)
+           GROUP BY 1, 2) d
+     WHERE c.queue = d.queue AND c.key = d.key
+   ), ${prefix}_queues_down AS (
+     UPDATE {{schema}}.queues q SET running = greatest(0, q.running - d.n)
+     FROM (SELECT queue, count(*)::integer AS n FROM ${prefix} GROUP BY 1 ORDER BY 1) d
+     WHERE q.name = d.queue
+   )`;
+}
+
+/**
+ * A CTE (named `name`) that releases the idempotency keys reserved only while their job is not
+ * finished (`key_mode` 'active' or 'debounce') for the jobs in `source` (with `id`, `key_mode`).
+ */
+export function releaseJobKeys(source: string, name = "released_keys"): string {
+  return `${name} AS (
+     DELETE FROM {{schema}}.job_keys k
+     WHERE k.mode IS NOT NULL
+       AND k.job_id IN (SELECT src.id FROM ${source} src WHERE src.key_mode IS NOT NULL)
+   )`;
+}

@@ -1,6 +1,6 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
-import { CURRENT_SLOT, moveToHistory } from "./history.ts";
+import { CURRENT_SLOT, moveToHistory, releaseJobKeys, releaseSlots } from "./history.ts";
 
 // Maintenance of the fleet, one statement per step. Each step that must run in one process at a
 // time takes a transaction-level advisory lock inside its own statement: the lock lives exactly as
@@ -44,7 +44,7 @@ const REAP_JOBS = statement(
      WHERE lock.ok AND w.reaped_at IS NOT NULL
      FOR UPDATE OF w
    ), victims AS MATERIALIZED (
-     SELECT j.id, j.attempts >= j.max_attempts AS final
+     SELECT j.id, j.attempts >= j.max_attempts AS final, j.queue, j.concurrency_key, j.held_slot
      FROM {{schema}}.jobs j, lock
      WHERE lock.ok AND j.status = 'running'
        AND (j.lease_owner IN (SELECT id FROM gone)
@@ -56,6 +56,7 @@ const REAP_JOBS = statement(
          last_error = jsonb_build_object(
            'name', 'LeaseExpired', 'code', 'LEASE_EXPIRED', 'worker', j.lease_owner,
            'message', 'lease expired: worker ' || j.lease_owner || ' stopped heartbeating during attempt ' || j.attempts),
+         held_slot = false,
          updated_at = now()
      FROM victims v
      WHERE j.id = v.id AND NOT v.final
@@ -70,6 +71,8 @@ const REAP_JOBS = statement(
                  AS outcome_error
    ), slot AS MATERIALIZED (${CURRENT_SLOT}),
    moved AS (${moveToHistory("failed", "slot")}),
+   ${releaseSlots("victims")},
+   ${releaseJobKeys("failed")},
    events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
      SELECT u.id, 'lease_expired', u.attempts, u.lease_owner,

@@ -1,5 +1,6 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
+import { releaseSlots } from "./history.ts";
 
 // Hands jobs back untouched, as if never claimed: the attempt is given back, so a shutdown does
 // not burn a job's retries, and the job keeps its place (its ready_seq): it goes before the
@@ -9,13 +10,20 @@ const RETURN_JOBS = statement(
   "return_jobs",
   `WITH r AS (
      SELECT * FROM unnest($1::bigint[], $2::integer[]) AS r(id, attempt)
+   ), held AS MATERIALIZED (
+     -- What the returned rows held before this statement (RETURNING gives the new values).
+     SELECT j.id, j.queue, j.concurrency_key, j.held_slot FROM {{schema}}.jobs j
+     WHERE j.id = ANY ($1::bigint[]) AND j.held_slot
    ), updated AS (
      UPDATE {{schema}}.jobs j
-     SET status = 'pending', attempts = j.attempts - 1, updated_at = now()
+     SET status = 'pending', attempts = j.attempts - 1, held_slot = false, updated_at = now()
      FROM r
      WHERE j.id = r.id AND j.status = 'running' AND j.lease_owner = $3 AND j.attempts = r.attempt
      RETURNING j.id, j.queue, j.started_at
-   ), events AS (
+   ), ended AS (
+     SELECT h.queue, h.concurrency_key, h.held_slot FROM held h WHERE h.id IN (SELECT id FROM updated)
+   ), ${releaseSlots("ended")},
+   events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
      SELECT u.id, 'returned', r.attempt, $3, $4, jsonb_build_object('startedAt', u.started_at),
             {{schema}}.history_slot(now())

@@ -43,6 +43,8 @@ export interface Job<Payload = unknown> {
   leaseOwner: string | null;
   /** Until when the holding worker's lease runs (running jobs only). */
   leaseExpiresAt: Date | null;
+  /** The key whose limits the job counts against (flow control), if any. */
+  concurrencyKey: string | null;
   result: unknown;
   lastError: SerializedError | null;
   createdAt: Date;
@@ -65,6 +67,7 @@ export interface JobRow {
   idempotency_key: string | null;
   request_id: string | null;
   lease_owner: string | null;
+  concurrency_key?: string | null;
   /** Only where a read joins the holding worker's lease. */
   lease_expires_at?: Date | null;
   /** Only on finished jobs. */
@@ -92,6 +95,7 @@ export function toJob<Payload = unknown>(row: JobRow): Job<Payload> {
     requestId: row.request_id,
     leaseOwner: row.lease_owner,
     leaseExpiresAt: row.lease_expires_at ?? null,
+    concurrencyKey: row.concurrency_key ?? null,
     result: row.result ?? null,
     lastError: row.last_error,
     createdAt: row.created_at,

@@ -82,6 +82,8 @@ export class ClaimScheduler {
   private more = false;
   private readonly cursors = new Map<string, LaneCursor>();
   private dueCursor: DueCursor | null = null;
+  /** The queue has limits (flow control): its claims go through `claim_limited`. */
+  private limited = false;
   private nextSweepAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
@@ -140,6 +142,11 @@ export class ClaimScheduler {
     this.dueTimes.sort((a, b) => a - b);
     if (this.dueTimes.length > MAX_DUE_TIMES) this.dueTimes.pop();
     if (this.dueTimes[0] === at) this.armDue();
+  }
+
+  /** Whether the queue has limits (as its last claim found). */
+  get isLimited(): boolean {
+    return this.limited;
   }
 
   /** Stops claiming until `resume()` (the worker could not renew its lease). */
@@ -235,12 +242,23 @@ export class ClaimScheduler {
       const result = await claimJobs(pool, sql, {
         workerId: this.options.workerId(),
         queue,
+        limited: this.limited,
         lanes,
         limit,
         dueAfter,
         promoteLimit: PROMOTE_LIMIT,
       });
       claimed = result.claimed;
+      if (result.limited && result.tokenMs !== null && result.claimed.length < limit) {
+        // Rate limited: claim again when the next token is due.
+        this.dueAt(Date.now() + Math.max(1, Math.ceil(result.tokenMs)));
+      }
+      if (result.limited !== this.limited) {
+        // Limits were set or removed: the next claim takes the other path (this one took
+        // nothing it was not allowed to).
+        this.limited = result.limited;
+        this.pending = mergePending(this.pending, { tasks: null, sweep: true });
+      }
       promoted = result.promoted;
       if (result.promotedUpTo) this.dueCursor = result.promotedUpTo;
       // Whoever submitted it, the next job due here gets a timer (a timer that fires a hair early

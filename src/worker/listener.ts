@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import pgListen from "pg-listen";
 import { connectionConfig, SocketTracker } from "../db/pool.ts";
 import type { Logger } from "../logger.ts";
@@ -24,9 +25,6 @@ export interface ListenerOptions {
 const createSubscriber = pgListen.default;
 type Subscriber = ReturnType<typeof createSubscriber>;
 
-/** A private channel the listener notifies itself on, to learn its backend's pid. */
-const WHO_AM_I = "pgwake_listener_pid";
-
 type ListenerState = "idle" | "connecting" | "listening" | "reconnecting" | "closed";
 
 /**
@@ -43,6 +41,12 @@ export class Listener {
   private subscriber: Subscriber | undefined;
   private retry: NodeJS.Timeout | undefined;
   private readonly sockets = new SocketTracker();
+  /**
+   * A channel of this listener alone, which it notifies to learn its backend's pid (the
+   * notification carries the sender's). Unique: every listener of the server would hear a
+   * shared one, and take another's pid for its own.
+   */
+  private readonly whoAmI = `pgwake_listener_${randomUUID().replaceAll("-", "")}`;
   private readonly options: ListenerOptions;
 
   constructor(options: ListenerOptions) {
@@ -99,7 +103,7 @@ export class Listener {
         payload?: unknown;
         processId: number;
       }) => {
-        if (channel === WHO_AM_I) {
+        if (channel === this.whoAmI) {
           if (this.closed) return;
           this.state = "listening";
           options.logger.debug({ backendPid: processId }, "listener connected");
@@ -126,7 +130,7 @@ export class Listener {
     this.subscriber = subscriber;
     try {
       await subscriber.connect();
-      for (const channel of [...options.channels, WHO_AM_I]) await subscriber.listenTo(channel);
+      for (const channel of [...options.channels, this.whoAmI]) await subscriber.listenTo(channel);
       this.state = "reconnecting";
       await this.identify(subscriber);
     } catch (error) {
@@ -146,7 +150,7 @@ export class Listener {
   /** The listener notifies itself; the notification carries its backend's pid. */
   private async identify(subscriber: Subscriber): Promise<void> {
     try {
-      await subscriber.notify(WHO_AM_I);
+      await subscriber.notify(this.whoAmI);
     } catch (error) {
       this.options.logger.debug({ err: error }, "listener could not identify itself");
     }

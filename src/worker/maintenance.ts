@@ -1,5 +1,6 @@
 import type pg from "pg";
 import type { SchemaSql } from "../db/sql.ts";
+import { maintainFlow } from "../jobs/flowControl.ts";
 import {
   cleanWaiters,
   reapExpiredWorkers,
@@ -96,6 +97,18 @@ export class Maintenance {
         const { emptied, slotMs } = await rotateHistory(pool, sql, options.retentionMs);
         this.slotMs = slotMs;
         return emptied ? { emptiedHistorySlots: emptied } : undefined;
+      },
+    });
+    let flowRuns = 0;
+    this.add({
+      name: "flow",
+      intervalMs: () => Math.max(every, 10_000),
+      run: async () => {
+        const forget = flowRuns++ % 360 === 0; // about hourly
+        const { keyed, recounted, forgotten } = await maintainFlow(pool, sql, forget);
+        return keyed || recounted || forgotten
+          ? { keyedJobs: keyed, recountedSlots: recounted, forgottenKeys: forgotten }
+          : undefined;
       },
     });
     this.add({

@@ -520,6 +520,14 @@ export class Worker {
   private onWritten(
     written: Parameters<ConstructorParameters<typeof OutcomeWriter>[0]["onWritten"]>[0],
   ): void {
+    // A limited queue's slots were released with these outcomes: claim its next jobs now.
+    const released = new Set<string>();
+    for (const { job } of written.completed) released.add(job.queue);
+    for (const { pending } of written.failed) released.add(pending.job.queue);
+    for (const queue of released) {
+      const scheduler = this.schedulers.get(queue);
+      if (scheduler?.isLimited) scheduler.request();
+    }
     for (const { job, ms } of written.completed) {
       this.metrics.completed.inc({ queue: job.queue, task: job.task });
       this.metrics.duration.observe(

@@ -263,6 +263,7 @@ describe("maintenance", () => {
     try {
       const result = await worker.maintain();
       expect(Object.keys(result).sort()).toEqual([
+        "flow",
         "history",
         "keys",
         "minutes",

@@ -1,0 +1,198 @@
+import { type SchemaSql, statement } from "../db/sql.ts";
+import type { Queryable } from "../db/types.ts";
+
+/** A queue's limits across every worker (flow control); absent: no limit. */
+export interface QueueLimits {
+  /** Jobs of the queue running at once. */
+  concurrency?: number | null;
+  /** Jobs of one concurrency key running at once (1: a strict serial lane per key). */
+  keyConcurrency?: number | null;
+  /** Job starts per `ratePeriodMs` for the queue, from a token bucket holding `rateBurst`. */
+  rateLimit?: number | null;
+  ratePeriodMs?: number;
+  /** Starts allowed at once (default 1: starts are spread evenly over the period). */
+  rateBurst?: number | null;
+  /** The same per concurrency key. */
+  keyRateLimit?: number | null;
+  keyRatePeriodMs?: number;
+  keyRateBurst?: number | null;
+  /** Keys share the queue's slots in turn (round robin) instead of first come, first served. */
+  fair?: boolean;
+}
+
+/** A queue's limits as stored, with their state. */
+export interface QueueFlow extends Required<QueueLimits> {
+  name: string;
+  paused: boolean;
+  /** Jobs running that hold one of the queue's slots (claimed under a limit). */
+  running: number;
+  /** Tokens left in the queue's bucket now (null without a rate limit). */
+  tokens: number | null;
+  updatedAt: Date;
+}
+
+interface QueueRow {
+  name: string;
+  paused: boolean;
+  concurrency: number | null;
+  key_concurrency: number | null;
+  rate_limit: number | null;
+  rate_period_ms: number;
+  rate_burst: number | null;
+  key_rate_limit: number | null;
+  key_rate_period_ms: number;
+  key_rate_burst: number | null;
+  fair: boolean;
+  running: number;
+  tokens_now: number | null;
+  updated_at: Date;
+}
+
+const SET_LIMITS = statement(
+  "set_queue_limits",
+  `SELECT q.*, {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms,
+                                  q.rate_burst, now()) AS tokens_now
+   FROM {{schema}}.set_queue_limits($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) q`,
+);
+
+/**
+ * Sets a queue's limits (replacing all of them: what is not given is removed). Every worker
+ * applies them from its next claim of the queue; running jobs are not aborted when a limit goes
+ * down, new starts stop until they fit.
+ */
+export async function setQueueLimits(
+  db: Queryable,
+  sql: SchemaSql,
+  queue: string,
+  limits: QueueLimits,
+): Promise<QueueFlow> {
+  const { rows } = await db.query<QueueRow>({
+    ...sql.bind(SET_LIMITS),
+    values: [
+      queue,
+      limits.concurrency ?? null,
+      limits.keyConcurrency ?? null,
+      limits.rateLimit ?? null,
+      limits.ratePeriodMs ?? 1_000,
+      limits.rateBurst ?? null,
+      limits.keyRateLimit ?? null,
+      limits.keyRatePeriodMs ?? 1_000,
+      limits.keyRateBurst ?? null,
+      limits.fair ?? false,
+    ],
+  });
+  return toFlow(rows[0]!);
+}
+
+const GET_FLOW = statement(
+  "queue_flow",
+  `SELECT q.*, {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms,
+                                  q.rate_burst, now()) AS tokens_now
+   FROM {{schema}}.queues q WHERE $1::text IS NULL OR q.name = $1`,
+);
+
+/** The limits and state of one queue (or of every queue with a row). */
+export async function queueFlows(
+  db: Queryable,
+  sql: SchemaSql,
+  queue?: string,
+): Promise<QueueFlow[]> {
+  const { rows } = await db.query<QueueRow>({ ...sql.bind(GET_FLOW), values: [queue ?? null] });
+  return rows.map(toFlow);
+}
+
+/** A concurrency key's state in a limited queue. */
+export interface KeyFlow {
+  key: string;
+  running: number;
+  tokens: number | null;
+  /** Jobs of the key ready to run (counted up to 10,000). */
+  pending: number;
+}
+
+// The busiest keys of a queue: by running jobs, then by jobs waiting (counted through the key
+// lane index, up to a cap).
+const KEY_FLOWS = statement(
+  "queue_key_flows",
+  `SELECT c.key, c.running,
+          {{schema}}.refill(c.tokens, c.tokens_at, q.key_rate_limit, q.key_rate_period_ms,
+                            q.key_rate_burst, now()) AS tokens,
+          (SELECT count(*)::integer FROM (
+             SELECT 1 FROM {{schema}}.jobs j
+             WHERE j.queue = c.queue AND j.concurrency_key = c.key AND j.status = 'pending'
+             LIMIT 10000) p) AS pending
+   FROM {{schema}}.queue_keys c JOIN {{schema}}.queues q ON q.name = c.queue
+   WHERE c.queue = $1
+   ORDER BY c.running DESC, c.served, c.key
+   LIMIT $2`,
+);
+
+export async function keyFlows(
+  db: Queryable,
+  sql: SchemaSql,
+  queue: string,
+  limit = 100,
+): Promise<KeyFlow[]> {
+  const { rows } = await db.query<{
+    key: string;
+    running: number;
+    tokens: number | null;
+    pending: number;
+  }>({ ...sql.bind(KEY_FLOWS), values: [queue, limit] });
+  return rows.map((r) => ({
+    key: r.key,
+    running: r.running,
+    tokens: r.tokens === null ? null : Number(r.tokens),
+    pending: r.pending,
+  }));
+}
+
+// Keys jobs without a key in keyed queues, recounts the slot counters of limited queues (a safety
+// net: the statements that end runs keep them right), and forgets idle keys — once across the
+// fleet at a time.
+const FLOW_MAINTENANCE = statement(
+  "flow_maintenance",
+  `WITH lock AS MATERIALIZED (
+     SELECT pg_try_advisory_xact_lock(hashtext({{channel}}), hashtext('flow')) AS ok
+   )
+   SELECT CASE WHEN ok THEN {{schema}}.key_unkeyed_jobs(NULL) END AS keyed,
+          CASE WHEN ok THEN (SELECT coalesce(sum({{schema}}.recount_slots(q.name)), 0)::integer
+                             FROM {{schema}}.queues q WHERE {{schema}}.queue_is_limited(q)) END
+            AS recounted,
+          CASE WHEN ok AND $1 THEN {{schema}}.forget_idle_keys() END AS forgotten
+   FROM lock`,
+);
+
+/** One pass of flow control's maintenance; `forget` also drops idle key rows. */
+export async function maintainFlow(
+  db: Queryable,
+  sql: SchemaSql,
+  forget: boolean,
+): Promise<{ keyed: number; recounted: number; forgotten: number }> {
+  const { rows } = await db.query<{
+    keyed: number | null;
+    recounted: number | null;
+    forgotten: number | null;
+  }>({ ...sql.bind(FLOW_MAINTENANCE), values: [forget] });
+  const row = rows[0]!;
+  return { keyed: row.keyed ?? 0, recounted: row.recounted ?? 0, forgotten: row.forgotten ?? 0 };
+}
+
+function toFlow(row: QueueRow): QueueFlow {
+  return {
+    name: row.name,
+    paused: row.paused,
+    concurrency: row.concurrency,
+    keyConcurrency: row.key_concurrency,
+    rateLimit: row.rate_limit,
+    ratePeriodMs: row.rate_period_ms,
+    rateBurst: row.rate_burst,
+    keyRateLimit: row.key_rate_limit,
+    keyRatePeriodMs: row.key_rate_period_ms,
+    keyRateBurst: row.key_rate_burst,
+    fair: row.fair,
+    running: row.running,
+    tokens: row.tokens_now === null ? null : Number(row.tokens_now),
+    updatedAt: row.updated_at,
+  };
+}
