@@ -49,6 +49,14 @@ export interface PgwakeOptions<Tasks extends readonly KnownTask[] = readonly Kno
    * cannot know which exist.
    */
   unknownTasks?: UnknownTaskPolicy;
+  /**
+   * `connectionString` goes through a transaction-mode pooler (PgBouncer): no startup parameters,
+   * no named prepared statements. Workers made by `worker()` inherit it. Migrate over a direct
+   * connection: migrations hold a session lock.
+   */
+  pooler?: boolean;
+  /** The connection fault model's time limit (see `createPool`); default 15 s. */
+  networkTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -117,6 +125,9 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
    * Concurrent `enqueue` calls share statements. Two in flight keep both of a small server's
    * cores busy (measured better than 4 or 8 for the HTTP API); more would queue on the pool.
    */
+  /** Behind a transaction-mode pooler (see `PgwakeOptions.pooler`). */
+  readonly pooler: boolean;
+  private readonly networkTimeoutMs: number | undefined;
   private readonly submissions = new SubmissionCoalescer(
     (jobs) => insertJobs(this.pool, this.sql, jobs),
     { maxInFlight: 2, maxBatch: 500 },
@@ -127,7 +138,9 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
       throw new PgwakeError("INVALID_OPTIONS", "give a connectionString or a pool");
     }
     this.schema = options.schema ?? "pgwake";
-    this.sql = new SchemaSql(this.schema);
+    this.pooler = options.pooler ?? false;
+    this.networkTimeoutMs = options.networkTimeoutMs;
+    this.sql = new SchemaSql(this.schema, { pooler: this.pooler });
     if (options.tasks instanceof TaskRegistry) {
       this.tasks = options.tasks;
     } else {
@@ -149,8 +162,14 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     this.ownsPool = !options.pool;
     this.pool =
       options.pool ??
-      createPool({ connectionString: options.connectionString!, max: 10 }, (error) =>
-        this.logger.warn({ err: error }, "idle database connection failed"),
+      createPool(
+        {
+          connectionString: options.connectionString!,
+          max: 10,
+          pooler: this.pooler,
+          networkTimeoutMs: this.networkTimeoutMs,
+        },
+        (error) => this.logger.warn({ err: error }, "idle database connection failed"),
       );
   }
 
@@ -322,6 +341,8 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     }
     return new Worker({
       logger: this.logger,
+      pooler: this.pooler,
+      ...(this.networkTimeoutMs !== undefined ? { networkTimeoutMs: this.networkTimeoutMs } : {}),
       ...options,
       connectionString,
       schema: this.schema,

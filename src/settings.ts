@@ -102,6 +102,37 @@ const list = text.transform((value) =>
     .filter((item) => item.length > 0),
 );
 
+/** A queue a worker serves, with at most `slots` of its handler slots. */
+export interface QueueSetting {
+  name: string;
+  slots?: number;
+}
+
+const queueList = text.transform((value, ctx): QueueSetting[] | null => {
+  const items = value
+    .split(",")
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+  if (items.length === 1 && items[0] === "*") return null;
+  if (items.length === 0) {
+    ctx.addIssue({ code: "custom", message: "must name at least one queue, or *" });
+    return z.NEVER;
+  }
+  const out: QueueSetting[] = [];
+  for (const item of items) {
+    const match = /^([A-Za-z0-9_.-]{1,128})(?::(\d{1,6}))?$/.exec(item);
+    if (!match || (match[2] !== undefined && Number(match[2]) < 1)) {
+      ctx.addIssue({
+        code: "custom",
+        message: `${JSON.stringify(item)}: a queue is a name of letters, digits, _ . - with an optional :slots (at least 1), or * alone`,
+      });
+      return z.NEVER;
+    }
+    out.push(match[2] === undefined ? { name: match[1]! } : { name: match[1]!, slots: Number(match[2]) });
+  }
+  return out;
+});
+
 const choice = <const Values extends readonly [string, ...string[]]>(values: Values) =>
   text.toLowerCase().pipe(z.enum(values, { error: `must be one of ${values.join(", ")}` }));
 
@@ -276,17 +307,15 @@ export const SETTINGS = {
     description: "Most jobs in one POST /jobs/batch.",
     commands: SERVES_API,
   }),
-  queues: setting<string[]>({
+  queues: setting<QueueSetting[] | null>({
     env: "PGWAKE_QUEUES",
     flag: "queues",
     placeholder: "names",
-    default: ["default"],
-    parse: list.pipe(
-      z
-        .array(z.string().regex(NAME, { message: "queue names use letters, digits, _ . : -" }))
-        .min(1, { message: "must name at least one queue" }),
-    ),
-    description: "Comma-separated queues this worker serves.",
+    default: null,
+    defaultText: "*",
+    parse: queueList,
+    description:
+      "Queues this worker serves, comma-separated, each optionally with its most slots (critical:4,bulk:12); * serves every queue, including new ones.",
     commands: RUNS_JOBS,
   }),
   concurrency: setting({
@@ -363,6 +392,90 @@ export const SETTINGS = {
     parse: onOff,
     description: "LISTEN/NOTIFY wake-ups; off polls only (PgBouncer in transaction mode).",
     commands: RUNS_JOBS,
+  }),
+  bufferMs: setting({
+    env: "PGWAKE_BUFFER_MS",
+    flag: "buffer-ms",
+    placeholder: "ms",
+    default: 100,
+    parse: integer(0, 60_000),
+    description:
+      "Jobs claimed ahead of free slots, in time: about this many ms of work at the recent completion rate (0: claim only for free slots).",
+    commands: RUNS_JOBS,
+  }),
+  maintenanceIntervalMs: setting({
+    env: "PGWAKE_MAINTENANCE_INTERVAL_MS",
+    flag: "maintenance-interval-ms",
+    placeholder: "ms",
+    default: 5_000,
+    parse: integer(0, 3_600_000),
+    description:
+      "How often the reaper and retention run (jittered; once across the fleet at a time); 0 turns maintenance off in this process.",
+    commands: RUNS_JOBS,
+  }),
+  listenUrl: setting<string | undefined>({
+    env: "PGWAKE_LISTEN_URL",
+    flag: "listen-url",
+    placeholder: "url",
+    default: undefined,
+    defaultText: "(DATABASE_URL)",
+    parse: text.refine((value) => /^postgres(ql)?:\/\//.test(value) && URL.canParse(value), {
+      message: "must be a postgres:// or postgresql:// URL",
+    }),
+    secret: true,
+    description:
+      "A direct connection for the worker's LISTEN connection when DATABASE_URL goes through a transaction-mode pooler.",
+    commands: RUNS_JOBS,
+  }),
+  pooler: setting({
+    env: "PGWAKE_POOLER",
+    flag: "pooler",
+    switch: true,
+    default: false,
+    parse: onOff,
+    description:
+      "DATABASE_URL goes through a transaction-mode pooler (PgBouncer): no startup parameters, no named prepared statements.",
+    commands: EVERY,
+  }),
+  networkTimeoutMs: setting({
+    env: "PGWAKE_NETWORK_TIMEOUT_MS",
+    flag: "network-timeout-ms",
+    placeholder: "ms",
+    default: 15_000,
+    parse: integer(1_000, 3_600_000),
+    description:
+      "A statement with no answer after this long is abandoned and its connection replaced; idle connections are probed by TCP keepalive within about the same time.",
+    commands: EVERY,
+  }),
+  poolSize: setting({
+    env: "PGWAKE_POOL_SIZE",
+    flag: "pool-size",
+    placeholder: "n",
+    default: 4,
+    parse: integer(2, 100),
+    description:
+      "Connections in a worker's pool, besides its LISTEN connection (the connection budget: README).",
+    commands: RUNS_JOBS,
+  }),
+  healthPort: setting<number | undefined>({
+    env: "PGWAKE_HEALTH_PORT",
+    flag: "health-port",
+    placeholder: "port",
+    default: undefined,
+    defaultText: "(off)",
+    parse: integer(0, 65_535),
+    description:
+      "Serve the worker's /health, /ready and /metrics on this port (pgwake worker; pgwake start serves them with its API).",
+    commands: ["worker"],
+  }),
+  healthHost: setting({
+    env: "PGWAKE_HEALTH_HOST",
+    flag: "health-host",
+    placeholder: "host",
+    default: "0.0.0.0",
+    parse: text.min(1),
+    description: "Bind address of the worker's health port.",
+    commands: ["worker"],
   }),
   tasks: setting<string | undefined>({
     env: "PGWAKE_TASKS",

@@ -259,7 +259,7 @@ async function claimStatementText(schema: string): Promise<string> {
   const recorder = {
     query: async (config: { text: string }) => {
       text = config.text;
-      return { rows: [{ promoted: 0, promoted_run_at: null, promoted_id: null, live: true }] };
+      return { rows: [{ id: null, promoted: 0, promoted_run_at: null, promoted_id: null, live: true }] };
     },
   } as unknown as Queryable;
   await claimJobs(recorder, new SchemaSql(schema), {
@@ -300,7 +300,7 @@ async function explainClaim(ctx: BenchContext): Promise<void> {
         60_000,
       );
       await client.query(
-        `PREPARE bench_claim(text, text, text[], integer[], integer[], bigint[], timestamptz, bigint, integer, integer) AS ${text}`,
+        `PREPARE bench_claim(text, text, timestamptz, bigint, integer, integer, text[], integer[], integer[], bigint[]) AS ${text}`,
       );
       const plans: string[] = [];
       for (const round of [
@@ -308,7 +308,7 @@ async function explainClaim(ctx: BenchContext): Promise<void> {
         "second claim (same transaction, rows of the first now running)",
       ]) {
         const { rows } = await client.query<{ "QUERY PLAN": string }>(
-          "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_claim('explain', 'default', '{noop}', '{100}', '{32767}', '{0}', '1970-01-01', 0, 100, 100)",
+          "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_claim('explain', 'default', '1970-01-01', 0, 100, 100, '{noop}', '{100}', '{32767}', '{0}')",
         );
         plans.push(`-- ${round}\n${rows.map((r) => r["QUERY PLAN"]).join("\n")}`);
       }

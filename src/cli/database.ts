@@ -9,6 +9,11 @@ export interface Database {
   connectionString: string;
   /** True when it is the embedded Postgres: a private dev database, migrated automatically. */
   embedded: boolean;
+  /**
+   * A connection that bypasses a transaction-mode pooler (PGWAKE_LISTEN_URL): for LISTEN and for
+   * migrations. Unset: `connectionString` is direct.
+   */
+  directConnectionString?: string;
 }
 
 /**
@@ -16,13 +21,18 @@ export interface Database {
  * stopped by the lifecycle, or reused when another pgwake process already runs it).
  */
 export async function openDatabase(
-  config: Pick<Config, "databaseUrl" | "dataDir" | "embeddedPort" | "embeddedHome">,
+  config: Pick<Config, "databaseUrl" | "dataDir" | "embeddedPort" | "embeddedHome"> &
+    Partial<Pick<Config, "listenUrl">>,
   logger: Logger,
   lifecycle: Lifecycle,
 ): Promise<Database> {
   if (config.databaseUrl) {
     logger.debug({ database: redactUrl(config.databaseUrl) }, "using DATABASE_URL");
-    return { connectionString: config.databaseUrl, embedded: false };
+    return {
+      connectionString: config.databaseUrl,
+      embedded: false,
+      ...(config.listenUrl ? { directConnectionString: config.listenUrl } : {}),
+    };
   }
   const server = await startEmbeddedPostgres({
     dataDir: config.dataDir,

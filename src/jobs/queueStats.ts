@@ -7,10 +7,12 @@ export const COUNT_CAP = 10_000;
 
 // Every queue anyone knows of (registered by submissions, paused, or served by a live worker),
 // with counts that never scan a table: jobs ready, scheduled and retrying are counted through
-// their indexes up to COUNT_CAP each; jobs running are what the live workers reported with their
-// last heartbeat (claimed jobs a worker holds, buffered or started); finished jobs are the
-// per-minute counts the workers and the API write as jobs finish, over the retention period
-// (or the last 7 days when history is kept forever).
+// their indexes up to COUNT_CAP each, and so are the failed and cancelled jobs in history (the
+// dead-letter index holds only those); jobs running are what the live workers reported with
+// their last heartbeat (claimed jobs a worker holds, buffered or started); completed jobs are
+// the per-minute counts the workers write as jobs complete, over the retention period (or the
+// last 7 days when history is kept forever): a completed job stays completed, so that sum is
+// what history holds, give or take a slot.
 const QUEUE_STATS = statement(
   "queue_stats",
   `WITH live AS (
@@ -33,11 +35,15 @@ const QUEUE_STATS = statement(
              WHERE j.queue = n.name AND j.status = 'retrying' LIMIT $1) c) AS retrying,
           (SELECT coalesce(sum((l.running_by_queue ->> n.name)::integer), 0)::integer FROM live l)
             AS running,
-          (SELECT jsonb_build_object(
-                    'completed', coalesce(sum(m.completed), 0), 'failed', coalesce(sum(m.failed), 0),
-                    'cancelled', coalesce(sum(m.cancelled), 0))
+          (SELECT coalesce(sum(m.completed), 0)::bigint
            FROM {{schema}}.queue_minutes m, window_start ws
-           WHERE m.queue = n.name AND m.minute >= date_trunc('minute', ws.t)) AS finished,
+           WHERE m.queue = n.name AND m.minute >= date_trunc('minute', ws.t)) AS completed,
+          (SELECT count(*)::integer FROM (SELECT 1 FROM {{schema}}.job_history h
+             WHERE h.queue = n.name AND h.status <> 'completed' AND h.status = 'failed' LIMIT $1) c)
+            AS failed,
+          (SELECT count(*)::integer FROM (SELECT 1 FROM {{schema}}.job_history h
+             WHERE h.queue = n.name AND h.status <> 'completed' AND h.status = 'cancelled' LIMIT $1) c)
+            AS cancelled,
           (SELECT extract(epoch FROM now() - min(j.run_at)) * 1000 FROM (
              SELECT j.run_at FROM {{schema}}.jobs j WHERE j.queue = n.name AND j.status = 'pending'
              LIMIT $1) j)::double precision AS oldest_ready_age_ms,
@@ -90,7 +96,9 @@ export async function queueStats(db: Queryable, sql: SchemaSql): Promise<QueueSt
     scheduled: number;
     retrying: number;
     running: number;
-    finished: { completed: number; failed: number; cancelled: number };
+    completed: string | number;
+    failed: number;
+    cancelled: number;
     oldest_ready_age_ms: number | null;
     workers: QueueWorker[];
   }>({ ...sql.bind(QUEUE_STATS), values: [COUNT_CAP] });
@@ -100,11 +108,11 @@ export async function queueStats(db: Queryable, sql: SchemaSql): Promise<QueueSt
       pending: row.pending,
       running: row.running,
       retrying: row.retrying,
-      completed: Number(row.finished.completed),
-      failed: Number(row.finished.failed),
-      cancelled: Number(row.finished.cancelled),
+      completed: Number(row.completed),
+      failed: row.failed,
+      cancelled: row.cancelled,
     };
-    const capped = (["scheduled", "pending", "retrying"] as const).filter(
+    const capped = (["scheduled", "pending", "retrying", "failed", "cancelled"] as const).filter(
       (s) => counts[s] >= COUNT_CAP,
     );
     return {

@@ -118,8 +118,8 @@ export class JobRunner {
       entry.abandoned = true; // a handler that ignores its signal is reported when it ends
     }, timeoutMs);
 
-    const jobLogger = logger.child(jobFields(job));
     const workerId = this.options.workerId();
+    const jobLogger = logger.child({ workerId, ...jobFields(job) });
     const ctx: JobContext = {
       job,
       attempt: job.attempts,
@@ -166,7 +166,10 @@ export class JobRunner {
     this.leave(entry);
     entry.abandoned = true;
     this.abort(entry, reason);
-    this.options.logger.warn({ ...jobFields(entry.job), code: reason.code }, reason.message);
+    this.options.logger.warn(
+      { workerId: this.options.workerId(), ...jobFields(entry.job), code: reason.code },
+      reason.message,
+    );
     this.options.onSlotFreed(entry.job);
     this.notifyIdle();
     return true;
@@ -201,7 +204,11 @@ export class JobRunner {
       if (!entry.abandoned) return;
       entry.abandoned = false; // log once
       this.options.logger.warn(
-        { ...jobFields(entry.job), ranMs: Math.round(performance.now() - entry.startedAt) },
+        {
+          workerId: this.options.workerId(),
+          ...jobFields(entry.job),
+          ranMs: Math.round(performance.now() - entry.startedAt),
+        },
         "handler finished after its job was taken from it; outcome ignored",
       );
       return;

@@ -90,7 +90,13 @@ export class OutcomeWriter {
     const task = this.options.registry.get(job.task);
     const delayMs = retryDelayMs(job.attempts, { ...DEFAULT_BACKOFF, ...task?.backoff });
     this.options.logger.warn(
-      { ...jobFields(job), err: error.message, permanent: outcome.permanent, retryInMs: delayMs },
+      {
+        workerId: this.options.workerId(),
+        ...jobFields(job),
+        err: error.message,
+        permanent: outcome.permanent,
+        retryInMs: delayMs,
+      },
       "attempt failed",
     );
     this.outcomes.add({

@@ -20,7 +20,7 @@ describe("loadConfig", () => {
       port: 3_000,
       host: "127.0.0.1",
       schema: "pgwake",
-      queues: ["default"],
+      queues: null,
       concurrency: 16,
       claimCooldownMs: 5,
       retentionMs: 7 * 86_400_000,
@@ -55,7 +55,7 @@ describe("loadConfig", () => {
     expect(config).toMatchObject({
       databaseUrl: "postgres://app:pw@db:5432/app",
       port: 9_090,
-      queues: ["emails", "reports"],
+      queues: [{ name: "emails" }, { name: "reports" }],
       concurrency: 2,
       claimCooldownMs: 0,
       notify: true,
@@ -64,6 +64,17 @@ describe("loadConfig", () => {
       bodyLimitBytes: 512 * 1_024,
       tasks: "/srv/app/tasks.ts",
     });
+  });
+
+  it("reads queues with their slots, and * as every queue", () => {
+    expect(loadConfig({ PGWAKE_QUEUES: "critical:4, bulk:12,default" }).queues).toEqual([
+      { name: "critical", slots: 4 },
+      { name: "bulk", slots: 12 },
+      { name: "default" },
+    ]);
+    expect(loadConfig({ PGWAKE_QUEUES: "*" }).queues).toBeNull();
+    expect(problems({ PGWAKE_QUEUES: "bulk:0" }).join("\n")).toMatch(/"bulk:0": a queue is a name/);
+    expect(problems({ PGWAKE_QUEUES: "*,bulk" }).join("\n")).toMatch(/"\*": a queue is a name/);
   });
 
   it("treats empty variables as unset and understands forever", () => {
@@ -92,7 +103,7 @@ describe("loadConfig", () => {
     expect(found.join("\n")).toMatch(/^PGWAKE_RETENTION:/m);
     expect(found.join("\n")).toMatch(/^PGWAKE_SCHEMA:/m);
     expect(found.join("\n")).toMatch(/^DATABASE_URL: must be a postgres/m);
-    expect(found.join("\n")).toMatch(/^--queues: queue names/m);
+    expect(found.join("\n")).toMatch(/^--queues: "not ok": a queue is a name/m);
     // The heartbeat is checked against the lease even though other settings are broken.
     expect(problems({ PGWAKE_HEARTBEAT_MS: "60000", PORT: "x" }).join("\n")).toMatch(
       /PGWAKE_HEARTBEAT_MS: must be shorter than the lease/,

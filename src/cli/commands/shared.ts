@@ -32,6 +32,8 @@ export function openPgwake(
     schema: config.schema,
     tasks,
     unknownTasks: config.unknownTasks,
+    pooler: config.pooler,
+    networkTimeoutMs: config.networkTimeoutMs,
     logger,
   });
   lifecycle.onCleanup("database pool", () => pgwake.close());
@@ -51,7 +53,7 @@ export async function prepareSchema(
 ): Promise<void> {
   try {
     if (mode === "migrate") {
-      const { applied, version } = await pgwake.migrate();
+      const { applied, version } = await migrateOver(pgwake, database, logger);
       logger.info({ schema: pgwake.schema, version, applied }, "database schema is current");
       return;
     }
@@ -65,6 +67,33 @@ export async function prepareSchema(
     else throw new CommandError(message);
   } catch (error) {
     throw describeDatabaseError(error, database);
+  }
+}
+
+/**
+ * Migrates; behind a transaction-mode pooler over the direct connection (migrations hold a
+ * session lock, which a pooler cannot keep).
+ */
+async function migrateOver(
+  pgwake: Pgwake,
+  database: Database,
+  logger: Logger,
+): Promise<{ applied: number[]; version: number }> {
+  if (!pgwake.pooler) return pgwake.migrate();
+  if (!database.directConnectionString) {
+    throw new CommandError(
+      "behind a pooler (PGWAKE_POOLER=on), migrations need a direct connection: set PGWAKE_LISTEN_URL to one, or run `pgwake migrate` with a DATABASE_URL that bypasses the pooler",
+    );
+  }
+  const direct = new Pgwake({
+    connectionString: database.directConnectionString,
+    schema: pgwake.schema,
+    logger,
+  });
+  try {
+    return await direct.migrate();
+  } finally {
+    await direct.close();
   }
 }
 
@@ -113,15 +142,23 @@ export async function startWorker(
 ): Promise<Worker> {
   const worker = pgwake.worker({
     connectionString: database.connectionString,
-    queues: config.queues,
+    ...(database.directConnectionString
+      ? { listenConnectionString: database.directConnectionString }
+      : {}),
+    ...(config.queues ? { queues: config.queues } : {}),
     concurrency: config.concurrency,
     notify: config.notify,
     pollIntervalMs: config.pollIntervalMs,
     claimCooldownMs: config.claimCooldownMs,
+    bufferMs: config.bufferMs,
     leaseMs: config.leaseMs,
     heartbeatMs: config.heartbeatMs,
     defaultTimeoutMs: config.jobTimeoutMs,
     retentionMs: config.retentionMs,
+    maintenanceIntervalMs: config.maintenanceIntervalMs,
+    networkTimeoutMs: config.networkTimeoutMs,
+    poolSize: config.poolSize,
+    pooler: config.pooler,
   });
   lifecycle.onCleanup("worker", () => worker.stop({ graceMs: config.shutdownGraceMs }));
   try {

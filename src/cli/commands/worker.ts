@@ -1,5 +1,6 @@
 import { openDatabase } from "../database.ts";
-import { UsageError } from "../errors.ts";
+import { serveWorkerHealth } from "../../worker/healthServer.ts";
+import { CommandError, UsageError } from "../errors.ts";
 import { buildRegistry } from "../task-module.ts";
 import { type CommandContext, openPgwake, prepareSchema, startWorker } from "./shared.ts";
 
@@ -16,7 +17,22 @@ export async function worker({ config, logger, lifecycle }: CommandContext): Pro
   const pgwake = openPgwake(database, config, tasks, logger, lifecycle);
   await prepareSchema(pgwake, database.embedded ? "migrate" : "require", database, logger);
   lifecycle.checkpoint();
-  await startWorker(pgwake, database, config, lifecycle);
+  const running = await startWorker(pgwake, database, config, lifecycle);
+  if (config.healthPort !== undefined) {
+    const health = await serveWorkerHealth(running, {
+      port: config.healthPort,
+      host: config.healthHost,
+    }).catch((error: NodeJS.ErrnoException) => {
+      throw new CommandError(
+        error.code === "EADDRINUSE"
+          ? `health port ${config.healthPort} is already in use: set PGWAKE_HEALTH_PORT to a free port`
+          : `cannot serve the health port ${config.healthHost}:${config.healthPort}: ${error.message}`,
+        { cause: error },
+      );
+    });
+    lifecycle.onCleanup("health server", () => health.close());
+    logger.info({ url: health.url }, "worker health, readiness and metrics served");
+  }
   await lifecycle.stopRequested;
   return 0;
 }
