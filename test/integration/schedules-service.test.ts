@@ -130,7 +130,6 @@ describe("the schedule service against Postgres", () => {
     await expect(insert("bad-4", "catch_up_limit", 0)).rejects.toMatchObject(refused);
     await expect(insert("bad-5", "catch_up_limit", 1001)).rejects.toMatchObject(refused);
     await expect(insert("bad name", "catch_up", "once")).rejects.toMatchObject(refused);
-    await expect(insert("bad-6", "concurrency_key", "k")).rejects.toMatchObject(refused);
   });
 
   it("catch-up after a simulated one-minute downtime: skip drops, once merges, each runs up to its limit", async () => {

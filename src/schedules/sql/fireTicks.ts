@@ -11,7 +11,9 @@ import type { SkipReason } from "../types.ts";
 //   already recorded in schedule_runs, so a replayed plan (a clock moved back, a next_run_at set
 //   back by hand) never makes a job twice.
 // - `made`: the jobs, through the public enqueue_many, each due at its tick and keyed by
-//   (schedule, tick) so even an insert outside this path cannot duplicate a tick's job.
+//   (schedule, tick) so even an insert outside this path cannot duplicate a tick's job. The
+//   concurrency key goes along (NULL until flow control; an enqueue_many without the feature
+//   ignores it).
 // - `fired`: the run rows, inserted in the same statement as the jobs under the unique
 //   (schedule_name, tick_at) index: if one already existed the whole statement would fail and
 //   its jobs with it.
@@ -24,7 +26,7 @@ const FIRE_TICKS = statement(
        next_run_at timestamptz, last_tick timestamptz, invalid text, fire jsonb, skip jsonb)
    ), won AS (
      SELECT s.name, s.task, s.payload, s.queue, s.priority, s.max_attempts, s.timeout_ms,
-            s.overlap, s.last_tick_at AS decided_until, s.last_job_id,
+            s.concurrency_key, s.overlap, s.last_tick_at AS decided_until, s.last_job_id,
             i.next_run_at AS new_next_run_at, i.last_tick, i.invalid, i.fire, i.skip
      FROM {{schema}}.schedules s
      JOIN input i ON i.name = s.name
@@ -38,7 +40,7 @@ const FIRE_TICKS = statement(
      WHERE w.overlap = 'skip' AND j.status NOT IN ('completed', 'failed', 'cancelled')
    ), candidate AS (
      SELECT w.name, w.task, w.payload, w.queue, w.priority, w.max_attempts, w.timeout_ms,
-            t.tick_text, t.tick_text::timestamptz AS tick,
+            w.concurrency_key, t.tick_text, t.tick_text::timestamptz AS tick,
             EXISTS (SELECT 1 FROM busy b WHERE b.name = w.name) AS blocked
      FROM won w
      CROSS JOIN LATERAL jsonb_array_elements_text(w.fire) AS t(tick_text)
@@ -56,6 +58,7 @@ const FIRE_TICKS = statement(
        SELECT coalesce(jsonb_agg(jsonb_build_object(
                 'task', f.task, 'payload', f.payload, 'queue', f.queue, 'priority', f.priority,
                 'run_at', f.tick, 'max_attempts', f.max_attempts, 'timeout_ms', f.timeout_ms,
+                'concurrency_key', f.concurrency_key,
                 'idempotency_key', 'schedule:' || f.name || ':' || f.tick_text) ORDER BY f.ord),
               '[]'::jsonb)
        FROM to_fire f)) m

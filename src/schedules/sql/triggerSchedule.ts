@@ -15,6 +15,7 @@ const TRIGGER_SCHEDULE = statement(
        SELECT coalesce(jsonb_agg(jsonb_build_object(
                 'task', t.task, 'payload', t.payload, 'queue', t.queue, 'priority', t.priority,
                 'max_attempts', t.max_attempts, 'timeout_ms', t.timeout_ms,
+                'concurrency_key', t.concurrency_key,
                 'idempotency_key', CASE WHEN $2::text IS NOT NULL
                                         THEN 'schedule:' || t.name || ':manual:' || $2::text END)),
               '[]'::jsonb)
