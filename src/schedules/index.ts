@@ -20,6 +20,7 @@ export {
   SchedulePatchSchema,
   type ScheduleSpec,
   ScheduleSpecSchema,
+  type TaskKnowledge,
 } from "./definition.ts";
 export { ScheduleLoop, type ScheduleLoopOptions, type ScheduleLoopState } from "./loop.ts";
 export { SCHEDULE_METRICS, ScheduleMetrics } from "./metrics.ts";
