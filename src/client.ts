@@ -15,6 +15,16 @@ import {
 } from "./jobs/control.ts";
 import { type EnqueuedJob, insertJobs, type NewJob } from "./jobs/enqueue.ts";
 import { jobTimeline, type TimelinePage } from "./jobs/events.ts";
+import {
+  type KeyFlow,
+  keyFlows,
+  type QueueFlow,
+  type QueueLimits,
+  queueFlows,
+  setQueueLimits,
+  type WaitReason,
+  waitingFor,
+} from "./jobs/flowControl.ts";
 import { type JobListPage, type ListJobsFilter, listJobs } from "./jobs/list.ts";
 import { type QueueStats, queueStats } from "./jobs/queueStats.ts";
 import { findUnstorable } from "./jobs/storable.ts";
@@ -243,6 +253,13 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     if (job.runAt !== undefined && job.delayMs !== undefined) {
       throw new PgwakeError("INVALID_OPTIONS", "give runAt or delayMs, not both");
     }
+    checkKey("concurrencyKey", job.concurrencyKey);
+    if (job.keyMode !== undefined && !KEY_MODES.has(job.keyMode)) {
+      throw new PgwakeError("INVALID_OPTIONS", "keyMode must be retain, active or debounce");
+    }
+    if (job.keyMode !== undefined && job.keyMode !== "retain" && job.idempotencyKey === undefined) {
+      throw new PgwakeError("INVALID_OPTIONS", `keyMode ${job.keyMode} needs an idempotencyKey`);
+    }
     // Refused here rather than by Postgres, where one bad job fails the whole batch.
     const unstorable = findUnstorable(job.payload, "payload");
     if (unstorable) {
@@ -261,9 +278,11 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     const payload = this.tasks.has(job.task)
       ? this.tasks.parsePayload(job.task, job.payload ?? {})
       : parseWith(job.task, definition.schema, job.payload ?? {});
+    const concurrencyKey = job.concurrencyKey ?? deriveKey(job.task, definition, payload);
     return {
       ...job,
       payload,
+      ...(concurrencyKey !== undefined ? { concurrencyKey } : {}),
       queue: job.queue ?? definition.queue,
       priority: job.priority ?? definition.priority,
       maxAttempts: job.maxAttempts ?? definition.maxAttempts,
@@ -330,6 +349,40 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     return setQueuePaused(this.pool, this.sql, queue, false);
   }
 
+  /**
+   * Sets a queue's limits across every worker, replacing the ones it had (flow control: see
+   * `QueueLimits`). Workers apply them from their next claim of the queue, within a second;
+   * lowering a limit stops new starts and aborts no running job. Overrides task defaults.
+   */
+  setQueueLimits(queue: string, limits: QueueLimits): Promise<QueueFlow> {
+    checkQueue(queue);
+    return setQueueLimits(this.pool, this.sql, queue, limits, "operator");
+  }
+
+  /** Removes a queue's limits; task defaults (`queueLimits`) apply again as workers start. */
+  clearQueueLimits(queue: string): Promise<QueueFlow> {
+    checkQueue(queue);
+    return setQueueLimits(this.pool, this.sql, queue, {}, null);
+  }
+
+  /** The limits and their state (running, tokens, throttled jobs) of one queue, or of all. */
+  queueLimits(queue?: string): Promise<QueueFlow[]> {
+    return queueFlows(this.pool, this.sql, queue);
+  }
+
+  /** The busiest concurrency keys of a limited queue: running jobs, tokens, jobs waiting. */
+  queueKeys(queue: string, options: { limit?: number } = {}): Promise<KeyFlow[]> {
+    return keyFlows(this.pool, this.sql, queue, options.limit ?? 100);
+  }
+
+  /**
+   * Why a job has not started: its queue paused, its run time ahead, a limit at its maximum
+   * (which, with the numbers), or `ready` (waiting for a worker). Null when it is not waiting.
+   */
+  waitingFor(id: number): Promise<WaitReason | null> {
+    return waitingFor(this.pool, this.sql, id);
+  }
+
   /** A worker for this schema and these tasks; call `start()` on it. */
   worker(options: Partial<Omit<WorkerOptions, "schema">> = {}): Worker {
     const connectionString = options.connectionString ?? this.connectionString;
@@ -356,6 +409,35 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     await this.submissions.drain();
     if (this.ownsPool) await this.pool.end();
   }
+}
+
+const KEY_MODES = new Set(["retain", "active", "debounce"]);
+
+function checkQueue(queue: string): void {
+  if (!QUEUE_NAME.test(queue)) {
+    throw new PgwakeError("INVALID_OPTIONS", `invalid queue name ${JSON.stringify(queue)}`);
+  }
+}
+
+function checkKey(field: string, key: unknown): void {
+  if (key === undefined) return;
+  if (typeof key !== "string" || key.length < 1 || key.length > 255) {
+    throw new PgwakeError("INVALID_OPTIONS", `${field} must be a string of 1 to 255 characters`);
+  }
+}
+
+/** A task's concurrency key for a payload (its `concurrencyKey` function), checked. */
+function deriveKey(task: string, definition: KnownTask, payload: unknown): string | undefined {
+  if (!definition.concurrencyKey) return undefined;
+  const key = definition.concurrencyKey(payload);
+  if (key === null || key === undefined) return undefined;
+  if (typeof key !== "string" || key.length < 1 || key.length > 255) {
+    throw new PgwakeError(
+      "INVALID_OPTIONS",
+      `task "${task}": its concurrencyKey gave ${JSON.stringify(key)}, not a string of 1 to 255 characters`,
+    );
+  }
+  return key;
 }
 
 /** Parses a payload with a task reference's schema (INVALID_PAYLOAD with the issues). */

@@ -120,15 +120,18 @@ const queueList = text.transform((value, ctx): QueueSetting[] | null => {
   }
   const out: QueueSetting[] = [];
   for (const item of items) {
-    const match = /^([A-Za-z0-9_.-]{1,128})(?::(\d{1,6}))?$/.exec(item);
-    if (!match || (match[2] !== undefined && Number(match[2]) < 1)) {
+    // A queue name may hold ':' (emails:eu); a last ':' followed by digits gives its slots.
+    const match = /^(.+?)(?::(\d{1,6}))?$/.exec(item);
+    if (!match || !NAME.test(match[1]!) || (match[2] !== undefined && Number(match[2]) < 1)) {
       ctx.addIssue({
         code: "custom",
-        message: `${JSON.stringify(item)}: a queue is a name of letters, digits, _ . - with an optional :slots (at least 1), or * alone`,
+        message: `${JSON.stringify(item)}: a queue is a name of letters, digits, _ . : - with an optional :slots (at least 1), or * alone`,
       });
       return z.NEVER;
     }
-    out.push(match[2] === undefined ? { name: match[1]! } : { name: match[1]!, slots: Number(match[2]) });
+    out.push(
+      match[2] === undefined ? { name: match[1]! } : { name: match[1]!, slots: Number(match[2]) },
+    );
   }
   return out;
 });

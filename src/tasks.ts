@@ -1,6 +1,7 @@
 import type { z } from "zod";
 import { PgwakeError } from "./errors.ts";
 import type { BackoffOptions } from "./jobs/backoff.ts";
+import type { QueueLimits } from "./jobs/flowControl.ts";
 import type { Job } from "./jobs/types.ts";
 import type { Logger } from "./logger.ts";
 
@@ -38,6 +39,16 @@ export interface TaskDefinition<Payload = unknown, Name extends string = string,
   maxAttempts?: number;
   timeoutMs?: number;
   backoff?: Partial<BackoffOptions>;
+  /**
+   * The concurrency key of a job submitted without one (flow control), from its checked payload:
+   * `(p) => p.tenantId`. Undefined or null: no key.
+   */
+  concurrencyKey?: (payload: Payload) => string | null | undefined;
+  /**
+   * Default limits of the task's queue, set by workers running this task as they start; limits
+   * an operator set (HTTP, CLI, SQL, `setQueueLimits`) win. Tasks sharing a queue must agree.
+   */
+  queueLimits?: QueueLimits;
   /** An example payload, shown in the API documentation. */
   example?: Input;
 }
@@ -72,6 +83,7 @@ export interface TaskReference<Payload = unknown, Name extends string = string, 
   priority?: number;
   maxAttempts?: number;
   timeoutMs?: number;
+  concurrencyKey?: (payload: Payload) => string | null | undefined;
   handler?: undefined;
 }
 

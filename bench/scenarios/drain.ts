@@ -259,7 +259,9 @@ async function claimStatementText(schema: string): Promise<string> {
   const recorder = {
     query: async (config: { text: string }) => {
       text = config.text;
-      return { rows: [{ id: null, promoted: 0, promoted_run_at: null, promoted_id: null, live: true }] };
+      return {
+        rows: [{ id: null, promoted: 0, promoted_run_at: null, promoted_id: null, live: true }],
+      };
     },
   } as unknown as Queryable;
   await claimJobs(recorder, new SchemaSql(schema), {

@@ -21,6 +21,9 @@ ALTER TABLE {{schema}}.queues
   ADD COLUMN key_rate_period_ms integer NOT NULL DEFAULT 1000 CHECK (key_rate_period_ms >= 1),
   ADD COLUMN key_rate_burst     integer CHECK (key_rate_burst IS NULL OR key_rate_burst >= 1),
   ADD COLUMN fair               boolean NOT NULL DEFAULT false,
+  -- who set the limits: 'operator' (HTTP, CLI, SQL: kept until changed) or 'tasks' (defaults
+  -- from task definitions, applied by workers as they start unless an operator set limits)
+  ADD COLUMN limits_source      text CHECK (limits_source IN ('operator', 'tasks')),
   -- state, written by claims of the queue (under its row lock) and by the statements that end runs
   ADD COLUMN running            integer NOT NULL DEFAULT 0,
   ADD COLUMN tokens             double precision,
@@ -47,7 +50,8 @@ CREATE TABLE {{schema}}.queue_keys (
 CREATE INDEX queue_keys_turn_idx ON {{schema}}.queue_keys (queue, served, key);
 
 ALTER TABLE {{schema}}.jobs
-  ADD COLUMN concurrency_key text CHECK (concurrency_key IS NULL OR length(concurrency_key) BETWEEN 1 AND 255),
+  -- '' is the key of the jobs submitted without one to a keyed queue (they share it)
+  ADD COLUMN concurrency_key text CHECK (length(concurrency_key) <= 255),
   ADD COLUMN held_slot boolean NOT NULL DEFAULT false,
   -- how long the idempotency key is reserved: NULL for the retention period (the default),
   -- 'active' while the job is not finished, 'debounce' while it has not started (a newer
@@ -295,7 +299,9 @@ $$;
 
 -- Sets a queue's limits (NULL removes one), creating the queue's row if needed; every worker
 -- applies them from its next claim of the queue. Lowering a limit stops new starts and aborts
--- nothing. Returns the queue's row.
+-- nothing. `source` says who sets them: 'operator' (the default), 'tasks' (defaults from task
+-- definitions: ignored when an operator's limits are in place) or NULL (back to no limits and no
+-- source: the task defaults apply again as workers start). Returns the queue's row.
 CREATE FUNCTION {{schema}}.set_queue_limits(
   queue_name text,
   concurrency integer DEFAULT NULL,
@@ -306,13 +312,23 @@ CREATE FUNCTION {{schema}}.set_queue_limits(
   key_rate_limit integer DEFAULT NULL,
   key_rate_period_ms integer DEFAULT 1000,
   key_rate_burst integer DEFAULT NULL,
-  fair boolean DEFAULT false
+  fair boolean DEFAULT false,
+  source text DEFAULT 'operator'
 ) RETURNS {{schema}}.queues
 LANGUAGE plpgsql AS $$
 DECLARE
   row {{schema}}.queues;
 BEGIN
+  IF source IS NOT NULL AND source NOT IN ('operator', 'tasks') THEN
+    RAISE EXCEPTION 'source must be operator, tasks or NULL (got %)', source
+      USING ERRCODE = '22023';
+  END IF;
   INSERT INTO {{schema}}.queues AS q (name) VALUES (queue_name) ON CONFLICT (name) DO NOTHING;
+  -- Defaults from task definitions never override an operator's limits.
+  IF source = 'tasks' THEN
+    SELECT * INTO row FROM {{schema}}.queues q WHERE q.name = queue_name FOR UPDATE;
+    IF row.limits_source = 'operator' THEN RETURN row; END IF;
+  END IF;
   UPDATE {{schema}}.queues q
   SET concurrency = set_queue_limits.concurrency,
       key_concurrency = set_queue_limits.key_concurrency,
@@ -323,8 +339,16 @@ BEGIN
       key_rate_period_ms = set_queue_limits.key_rate_period_ms,
       key_rate_burst = set_queue_limits.key_rate_burst,
       fair = set_queue_limits.fair,
+      limits_source = set_queue_limits.source,
       -- a bucket starts full (its burst) when its rate changes
-      tokens = NULL, tokens_at = NULL,
+      tokens = CASE WHEN q.rate_limit IS NOT DISTINCT FROM set_queue_limits.rate_limit
+                     AND q.rate_period_ms = set_queue_limits.rate_period_ms
+                     AND q.rate_burst IS NOT DISTINCT FROM set_queue_limits.rate_burst
+                    THEN q.tokens END,
+      tokens_at = CASE WHEN q.rate_limit IS NOT DISTINCT FROM set_queue_limits.rate_limit
+                        AND q.rate_period_ms = set_queue_limits.rate_period_ms
+                        AND q.rate_burst IS NOT DISTINCT FROM set_queue_limits.rate_burst
+                       THEN q.tokens_at END,
       updated_at = now()
   WHERE q.name = queue_name
   RETURNING * INTO row;
@@ -540,5 +564,96 @@ BEGIN
   )
   SELECT count(*) INTO forgotten FROM gone;
   RETURN forgotten;
+END
+$$;
+
+-- ---- why a job waits -------------------------------------------------------------------------
+
+-- Why a live job has not started, as JSON (`GET /jobs/:id`): the first of its queue paused, a
+-- run time still ahead, a limit of its queue or of its concurrency key at its maximum (with the
+-- numbers), or nothing but a free worker (`ready`). NULL for a running or finished job.
+CREATE FUNCTION {{schema}}.waiting_for(job_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  j {{schema}}.jobs;
+  q {{schema}}.queues;
+  k {{schema}}.queue_keys;
+  t double precision;
+BEGIN
+  SELECT * INTO j FROM {{schema}}.jobs WHERE id = job_id;
+  IF NOT FOUND OR j.status = 'running' THEN RETURN NULL; END IF;
+  SELECT * INTO q FROM {{schema}}.queues WHERE name = j.queue;
+  IF q.paused THEN
+    RETURN jsonb_build_object('reason', 'queue_paused');
+  END IF;
+  IF j.status <> 'pending' THEN
+    RETURN jsonb_build_object('reason', 'run_at', 'runAt', j.run_at);
+  END IF;
+  IF q.name IS NULL OR NOT {{schema}}.queue_is_limited(q) THEN
+    RETURN jsonb_build_object('reason', 'ready');
+  END IF;
+  IF q.concurrency IS NOT NULL AND q.running >= q.concurrency THEN
+    RETURN jsonb_build_object('reason', 'queue_concurrency', 'limit', q.concurrency,
+                              'running', q.running);
+  END IF;
+  t := {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms, q.rate_burst, now());
+  IF t IS NOT NULL AND t < 1 THEN
+    RETURN jsonb_build_object('reason', 'queue_rate', 'limit', q.rate_limit,
+                              'periodMs', q.rate_period_ms,
+                              'nextTokenMs', ceil((1 - t) * q.rate_period_ms / q.rate_limit));
+  END IF;
+  IF j.concurrency_key IS NOT NULL THEN
+    SELECT * INTO k FROM {{schema}}.queue_keys c
+    WHERE c.queue = j.queue AND c.key = j.concurrency_key;
+    IF FOUND THEN
+      IF q.key_concurrency IS NOT NULL AND k.running >= q.key_concurrency THEN
+        RETURN jsonb_build_object('reason', 'key_concurrency', 'key', k.key,
+                                  'limit', q.key_concurrency, 'running', k.running);
+      END IF;
+      t := {{schema}}.refill(k.tokens, k.tokens_at, q.key_rate_limit, q.key_rate_period_ms,
+                            q.key_rate_burst, now());
+      IF t IS NOT NULL AND t < 1 THEN
+        RETURN jsonb_build_object('reason', 'key_rate', 'key', k.key, 'limit', q.key_rate_limit,
+                                  'periodMs', q.key_rate_period_ms,
+                                  'nextTokenMs',
+                                  ceil((1 - t) * q.key_rate_period_ms / q.key_rate_limit));
+      END IF;
+      IF EXISTS (SELECT 1 FROM {{schema}}.jobs a
+                 WHERE a.queue = j.queue AND a.concurrency_key = j.concurrency_key
+                   AND a.status = 'pending' AND (a.priority, a.ready_seq) < (j.priority, j.ready_seq)) THEN
+        RETURN jsonb_build_object('reason', 'key_order', 'key', k.key);
+      END IF;
+    END IF;
+  END IF;
+  RETURN jsonb_build_object('reason', 'ready');
+END
+$$;
+
+-- Pending jobs of a queue held back by a limit now, counted up to `cap`: all of them when the
+-- queue's own concurrency or rate is at its maximum, else those of keys at theirs.
+CREATE FUNCTION {{schema}}.queue_throttled(q {{schema}}.queues, cap integer) RETURNS integer
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  n integer;
+  t double precision;
+BEGIN
+  IF NOT {{schema}}.queue_is_limited(q) THEN RETURN 0; END IF;
+  t := {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms, q.rate_burst, now());
+  IF q.paused OR (q.concurrency IS NOT NULL AND q.running >= q.concurrency)
+     OR (t IS NOT NULL AND t < 1) THEN
+    SELECT count(*) INTO n FROM (
+      SELECT 1 FROM {{schema}}.jobs j WHERE j.queue = q.name AND j.status = 'pending' LIMIT cap) x;
+    RETURN n;
+  END IF;
+  IF NOT {{schema}}.queue_is_keyed(q) THEN RETURN 0; END IF;
+  SELECT count(*) INTO n FROM (
+    SELECT 1 FROM {{schema}}.queue_keys c
+    JOIN {{schema}}.jobs j ON j.queue = c.queue AND j.concurrency_key = c.key AND j.status = 'pending'
+    WHERE c.queue = q.name
+      AND ((q.key_concurrency IS NOT NULL AND c.running >= q.key_concurrency)
+           OR {{schema}}.refill(c.tokens, c.tokens_at, q.key_rate_limit, q.key_rate_period_ms,
+                                q.key_rate_burst, now()) < 1)
+    LIMIT cap) x;
+  RETURN n;
 END
 $$;

@@ -8,6 +8,10 @@ export const API_VERSION = "0.1.0";
 const TAGS = [
   { name: "jobs", description: "Submit, follow, cancel and retry jobs" },
   { name: "queues", description: "Queue statistics, pause and resume" },
+  {
+    name: "flow control",
+    description: "Limits of a queue across every worker: concurrency, per key, rates, fairness",
+  },
   { name: "system", description: "Health, readiness and metrics" },
   { name: "docs", description: "This documentation" },
 ];

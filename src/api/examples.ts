@@ -5,8 +5,12 @@ import type {
   BatchResultSchema,
   CancelResultSchema,
   EventPageSchema,
+  JobDetailSchema,
   JobPageSchema,
   JobSchema,
+  QueueKeyListSchema,
+  QueueLimitsSchema,
+  QueueLimitsStateSchema,
   QueueListSchema,
   QueueSettingsSchema,
   RetryResultSchema,
@@ -75,6 +79,7 @@ export function apiExamples(task: ExampleTask, tasks: TaskRegistry) {
     result: null,
     lastError: null,
     idempotencyKey: null,
+    concurrencyKey: null,
     requestId: "4f1c2a8e-9d53-4b7a-a1c2-0e8f6b9d7c31",
     leaseOwner: null,
     leaseExpiresAt: null,
@@ -99,6 +104,20 @@ export function apiExamples(task: ExampleTask, tasks: TaskRegistry) {
     idempotent: {
       summary: "Once only: a repeat of the key answers the first job",
       value: { task: task.name, payload: task.payload, idempotencyKey: "order-1042" },
+    },
+    keyed: {
+      summary: "Counted against tenant-42's limits in its queue",
+      value: { task: task.name, payload: task.payload, concurrencyKey: "tenant-42" },
+    },
+    debounced: {
+      summary: "Debounced: a repeat before it starts replaces its payload and run time",
+      value: {
+        task: task.name,
+        payload: task.payload,
+        idempotencyKey: "reindex-user-7",
+        keyMode: "debounce",
+        delayMs: 5_000,
+      },
     },
   };
   for (const known of tasks) {
@@ -164,7 +183,47 @@ export function apiExamples(task: ExampleTask, tasks: TaskRegistry) {
             lastSeenAt: T0,
           },
         ],
+        flow: null,
       },
+    ],
+  };
+  const waiting: In<typeof JobDetailSchema> = {
+    ...job,
+    concurrencyKey: "tenant-42",
+    waitingFor: { reason: "key_concurrency", key: "tenant-42", limit: 2, running: 2 },
+  };
+  const limits: Record<string, Example<typeof QueueLimitsSchema>> = {
+    perTenant: {
+      summary: "Two jobs per tenant at once, 50 starts a second for the queue, tenants in turn",
+      value: { keyConcurrency: 2, rateLimit: 50, fair: true },
+    },
+    serial: { summary: "One job at a time in the whole fleet", value: { concurrency: 1 } },
+  };
+  const flow = {
+    concurrency: null,
+    keyConcurrency: 2,
+    rateLimit: 50,
+    ratePeriodMs: 1000,
+    rateBurst: null,
+    keyRateLimit: null,
+    keyRatePeriodMs: 1000,
+    keyRateBurst: null,
+    fair: true,
+    source: "operator" as const,
+    running: 7,
+    tokens: 0.4,
+    throttled: 120,
+  };
+  const limitsState: In<typeof QueueLimitsStateSchema> = {
+    name: "default",
+    limited: true,
+    flow,
+    updatedAt: T0,
+  };
+  const keys: In<typeof QueueKeyListSchema> = {
+    keys: [
+      { key: "tenant-42", running: 2, tokens: null, pending: 118 },
+      { key: "tenant-7", running: 1, tokens: null, pending: 2 },
     ],
   };
   const queueSettings = (paused: boolean): In<typeof QueueSettingsSchema> => ({
@@ -187,6 +246,10 @@ export function apiExamples(task: ExampleTask, tasks: TaskRegistry) {
     retried,
     queues,
     queueSettings,
+    waiting,
+    limits,
+    limitsState,
+    keys,
   };
 
   function event(

@@ -119,11 +119,24 @@ export const SubmitJobSchema = z
       description:
         "A repeat of the key in the same queue returns the original job (200, `duplicate: true`). May also come as the Idempotency-Key header.",
     }),
+    keyMode: z.enum(["retain", "active", "debounce"]).optional().meta({
+      description:
+        "How long idempotencyKey holds: `retain` (default) for the retention period; `active` while the job is not finished (a new job once it has); `debounce` while it has not started (a repeat replaces its payload and run time, and returns it as the duplicate).",
+    }),
+    concurrencyKey: z.string().min(1).max(255).optional().meta({
+      description:
+        "Counts the job against its queue's per-key limits (flow control), e.g. a tenant id. Default: what the task derives from the payload, else none.",
+    }),
   })
   .refine((body) => body.runAt === undefined || body.delayMs === undefined, {
     message: "give runAt or delayMs, not both",
     path: ["delayMs"],
   })
+  .refine(
+    (body) =>
+      body.keyMode === undefined || body.keyMode === "retain" || body.idempotencyKey !== undefined,
+    { message: "keyMode active or debounce needs an idempotencyKey", path: ["keyMode"] },
+  )
   .meta({ id: "SubmitJob", description: "A job to add." });
 export type SubmitJob = z.infer<typeof SubmitJobSchema>;
 
@@ -180,6 +193,10 @@ export const JobSchema = z
       .meta({ description: "What the handler returned; null until the job completes." }),
     lastError: orNull(JobErrorSchema),
     idempotencyKey: z.string().nullable(),
+    concurrencyKey: z
+      .string()
+      .nullable()
+      .meta({ description: "The key the job counts against in its queue's per-key limits." }),
     requestId: z
       .string()
       .nullable()
@@ -269,6 +286,86 @@ export const JobCountsSchema = z
   Record<(typeof JOB_STATUSES)[number], z.ZodInt>
 >;
 
+const limitCount = z.int().min(1).max(MAX_INT32).nullable();
+const periodMs = z.int().min(1).max(MAX_INT32);
+
+/** A queue's limits (flow control); each may be null: no such limit. */
+export const QueueLimitsSchema = z
+  .strictObject({
+    concurrency: limitCount
+      .optional()
+      .meta({ description: "Jobs of the queue running at once, across every worker." }),
+    keyConcurrency: limitCount.optional().meta({
+      description:
+        "Jobs of one concurrency key running at once (1: a strict serial lane per key, in priority then submission order).",
+    }),
+    rateLimit: limitCount
+      .optional()
+      .meta({ description: "Job starts per ratePeriodMs for the queue (a token bucket)." }),
+    ratePeriodMs: periodMs.optional().meta({ description: "Default 1000." }),
+    rateBurst: limitCount.optional().meta({
+      description:
+        "Starts allowed at once after idling (the bucket's size). Default 1: starts spread evenly over the period.",
+    }),
+    keyRateLimit: limitCount
+      .optional()
+      .meta({ description: "Job starts per keyRatePeriodMs for each concurrency key." }),
+    keyRatePeriodMs: periodMs.optional().meta({ description: "Default 1000." }),
+    keyRateBurst: limitCount.optional().meta({ description: "As rateBurst, per key." }),
+    fair: z.boolean().optional().meta({
+      description:
+        "Keys take the queue's starts in turn (round robin): a key with a large backlog cannot hold back a key with a few jobs.",
+    }),
+  })
+  .meta({
+    id: "QueueLimits",
+    description:
+      "Limits of a queue across every worker. Setting them replaces all of them: what is left out is removed.",
+  });
+
+export const QueueKeySchema = z
+  .object({
+    key: z.string(),
+    running: z.int().min(0),
+    tokens: z.number().nullable().meta({ description: "Tokens in the key's bucket now." }),
+  })
+  .meta({ id: "QueueKey" });
+
+export const QueueFlowSchema = z
+  .object({
+    concurrency: z.int().nullable(),
+    keyConcurrency: z.int().nullable(),
+    rateLimit: z.int().nullable(),
+    ratePeriodMs: z.int(),
+    rateBurst: z.int().nullable(),
+    keyRateLimit: z.int().nullable(),
+    keyRatePeriodMs: z.int(),
+    keyRateBurst: z.int().nullable(),
+    fair: z.boolean(),
+    source: z.enum(["operator", "tasks"]).nullable().meta({
+      description:
+        "Who set the limits: an operator (kept until changed) or the task definitions' defaults.",
+    }),
+    running: z.int().min(0).meta({ description: "Jobs running that hold one of its slots." }),
+    tokens: z
+      .number()
+      .nullable()
+      .meta({ description: "Tokens in the queue's bucket now (null: no rate limit)." }),
+    throttled: z.int().min(0).meta({
+      description: "Pending jobs held back by a limit now (counted up to 10,000).",
+    }),
+    keys: z
+      .int()
+      .min(0)
+      .nullable()
+      .meta({ description: "Concurrency keys known (up to 10,000); null when not keyed." }),
+    busiestKeys: z
+      .array(QueueKeySchema)
+      .nullable()
+      .meta({ description: "The keys running the most jobs (up to 10)." }),
+  })
+  .meta({ id: "QueueFlow", description: "A limited queue's limits and their state." });
+
 export const QueueStatsSchema = z
   .object({
     name: z.string(),
@@ -279,8 +376,77 @@ export const QueueStatsSchema = z
         "Age of the oldest job ready to run (pending or retrying with runAt reached); null when none.",
     }),
     workers: z.array(QueueWorkerSchema),
+    flow: QueueFlowSchema.nullable().meta({
+      description: "The queue's limits and their state; null when it has none.",
+    }),
   })
   .meta({ id: "QueueStats" });
+
+export const QueueLimitsStateSchema = z
+  .object({
+    name: z.string(),
+    limited: z.boolean(),
+    flow: QueueFlowSchema.omit({ keys: true, busiestKeys: true }),
+    updatedAt: TimestampSchema,
+  })
+  .meta({ id: "QueueLimitsState", description: "A queue's limits, as now stored." });
+
+export const QueueKeyListSchema = z
+  .object({
+    keys: z.array(
+      QueueKeySchema.extend({
+        pending: z
+          .int()
+          .min(0)
+          .meta({ description: "Jobs of the key ready to run (up to 10,000)." }),
+      }),
+    ),
+  })
+  .meta({ id: "QueueKeyList" });
+
+export const QueueKeysQuerySchema = z.strictObject({
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(1000)
+    .optional()
+    .meta({ description: "Most keys (default 100).", param: { name: "limit", in: "query" } }),
+});
+
+const WaitReasonSchema = z
+  .object({
+    reason: z.enum([
+      "ready",
+      "queue_paused",
+      "run_at",
+      "queue_concurrency",
+      "queue_rate",
+      "key_concurrency",
+      "key_rate",
+      "key_order",
+    ]),
+    key: z.string().optional().meta({ description: "The concurrency key at its limit." }),
+    limit: z.int().optional(),
+    running: z.int().optional(),
+    periodMs: z.int().optional(),
+    nextTokenMs: z
+      .int()
+      .optional()
+      .meta({ description: "When the next start is allowed, from now (rate limits)." }),
+    runAt: TimestampSchema.optional(),
+  })
+  .meta({
+    id: "WaitReason",
+    description:
+      "Why the job has not started: `ready` (waiting for a free worker), `queue_paused`, `run_at` (its time is ahead), `queue_concurrency` / `queue_rate` (a limit of its queue at its maximum), `key_concurrency` / `key_rate` (a limit of its concurrency key), `key_order` (an earlier job of its key goes first).",
+  });
+
+export const JobDetailSchema = JobSchema.extend({
+  waitingFor: WaitReasonSchema.nullable().meta({
+    description: "Why the job has not started; null when it is running or finished.",
+  }),
+}).meta({ id: "JobDetail", description: "A job, and why it waits when it does." });
 
 export const QueueListSchema = z
   .object({ queues: z.array(QueueStatsSchema) })

@@ -1,5 +1,6 @@
 import type { QueueSettings } from "../jobs/control.ts";
 import type { JobEvent } from "../jobs/events.ts";
+import type { QueueFlow } from "../jobs/flowControl.ts";
 import type { QueueStats } from "../jobs/queueStats.ts";
 import type { Job } from "../jobs/types.ts";
 
@@ -23,6 +24,7 @@ export function jobJson(job: Job) {
     result: job.result ?? null,
     lastError: job.lastError,
     idempotencyKey: job.idempotencyKey,
+    concurrencyKey: job.concurrencyKey,
     requestId: job.requestId,
     leaseOwner: job.leaseOwner,
     leaseExpiresAt: job.leaseExpiresAt?.toISOString() ?? null,
@@ -61,6 +63,31 @@ export function queueJson(queue: QueueStats) {
       listening: worker.listening,
       lastSeenAt: isoTime(worker.lastSeenAt),
     })),
+    flow: queue.flow,
+  };
+}
+
+/** A queue's limits and their state, as `PUT /queues/:name/limits` and its GET show them. */
+export function queueLimitsJson(flow: QueueFlow) {
+  return {
+    name: flow.name,
+    limited: flow.limited,
+    flow: {
+      concurrency: flow.concurrency,
+      keyConcurrency: flow.keyConcurrency,
+      rateLimit: flow.rateLimit,
+      ratePeriodMs: flow.ratePeriodMs,
+      rateBurst: flow.rateBurst,
+      keyRateLimit: flow.keyRateLimit,
+      keyRatePeriodMs: flow.keyRatePeriodMs,
+      keyRateBurst: flow.keyRateBurst,
+      fair: flow.fair,
+      source: flow.source,
+      running: flow.running,
+      tokens: flow.tokens,
+      throttled: flow.throttled,
+    },
+    updatedAt: flow.updatedAt.toISOString(),
   };
 }
 

@@ -256,6 +256,77 @@ export const COMMANDS: Record<string, CommandSpec> = {
     minPositionals: 1,
     maxPositionals: 1,
   },
+  "queues limits": {
+    id: "queues limits",
+    command: "queues",
+    summary: "show or set a queue's limits: concurrency, per key, rates, fairness",
+    usage:
+      "pgwake queues limits <name> [--concurrency n] [--key-concurrency n] [--rate n/period]\n" +
+      "       [--burst n] [--key-rate n/period] [--key-burst n] [--fair] [--clear] [--create] [--json]",
+    description:
+      "Without a limit flag, shows the queue's limits and their state. With any, sets them across\n" +
+      "every worker, replacing all the queue had (what is not given is removed); lowering a limit\n" +
+      "aborts no running job. A period is ms, s, m or h (100/s, 5/1m, 1/250ms). --clear removes the\n" +
+      "limits (task definitions' defaults apply again as workers start).",
+    extra: [
+      {
+        name: "concurrency",
+        type: "string",
+        placeholder: "n",
+        description: "Jobs of the queue running at once.",
+      },
+      {
+        name: "key-concurrency",
+        type: "string",
+        placeholder: "n",
+        description: "Jobs of one concurrency key running at once (1: a serial lane per key).",
+      },
+      {
+        name: "rate",
+        type: "string",
+        placeholder: "n/period",
+        description: "Job starts per period for the queue.",
+      },
+      {
+        name: "burst",
+        type: "string",
+        placeholder: "n",
+        description: "Starts allowed at once (default 1).",
+      },
+      {
+        name: "key-rate",
+        type: "string",
+        placeholder: "n/period",
+        description: "Job starts per period per key.",
+      },
+      { name: "key-burst", type: "string", placeholder: "n", description: "As --burst, per key." },
+      { name: "fair", type: "boolean", description: "Keys take the queue's starts in turn." },
+      { name: "clear", type: "boolean", description: "Remove the queue's limits." },
+      { name: "create", type: "boolean", description: "Accept a queue no one knows yet." },
+      JSON_FLAG,
+    ],
+    minPositionals: 1,
+    maxPositionals: 1,
+  },
+  "queues keys": {
+    id: "queues keys",
+    command: "queues",
+    summary: "the busiest concurrency keys of a limited queue",
+    usage: "pgwake queues keys <name> [--limit n] [--json]",
+    description:
+      "Keys by jobs running, then least recently served: running, tokens left, jobs ready.",
+    extra: [
+      {
+        name: "limit",
+        type: "string",
+        placeholder: "n",
+        description: "Most keys (default 20, at most 1000).",
+      },
+      JSON_FLAG,
+    ],
+    minPositionals: 1,
+    maxPositionals: 1,
+  },
   ...Object.fromEntries(
     Object.values(SCHEDULE_COMMANDS).map((spec) => [spec.id, { ...spec, command: "schedules" }]),
   ),

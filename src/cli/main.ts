@@ -37,6 +37,8 @@ const RUNNERS: Record<string, () => Promise<Runner>> = {
   "queues list": async () => (await import("./commands/queues.ts")).queuesList,
   "queues pause": async () => (await import("./commands/queues.ts")).queuesPause,
   "queues resume": async () => (await import("./commands/queues.ts")).queuesResume,
+  "queues limits": async () => (await import("./commands/queues.ts")).queuesLimits,
+  "queues keys": async () => (await import("./commands/queues.ts")).queuesKeys,
   stats: async () => (await import("./commands/stats.ts")).stats,
   ...Object.fromEntries(
     SCHEDULE_COMMAND_IDS.map((id) => [

@@ -83,6 +83,8 @@ export type Job = {
   result: unknown;
   lastError: JobError | null;
   idempotencyKey: string | null;
+  /** The key the job counts against in its queue's per-key limits. */
+  concurrencyKey: string | null;
   /** The x-request-id of the request that created the job. */
   requestId: string | null;
   /** The worker that holds the job (running) or last held it. */
@@ -99,6 +101,56 @@ export type JobCounts = {
   completed: number;
   failed: number;
   cancelled: number;
+};
+
+/** A job, and why it waits when it does. */
+export type JobDetail = {
+  id: number;
+  queue: string;
+  task: string;
+  payload: unknown;
+  status: JobStatus;
+  priority: number;
+  /** Attempts started so far. */
+  attempts: number;
+  maxAttempts: number;
+  timeoutMs: number | null;
+  runAt: Timestamp;
+  createdAt: Timestamp;
+  startedAt: Timestamp | null;
+  finishedAt: Timestamp | null;
+  updatedAt: Timestamp;
+  /** What the handler returned; null until the job completes. */
+  result: unknown;
+  lastError: JobError | null;
+  idempotencyKey: string | null;
+  /** The key the job counts against in its queue's per-key limits. */
+  concurrencyKey: string | null;
+  /** The x-request-id of the request that created the job. */
+  requestId: string | null;
+  /** The worker that holds the job (running) or last held it. */
+  leaseOwner: string | null;
+  leaseExpiresAt: Timestamp | null;
+  /** Why the job has not started; null when it is running or finished. */
+  waitingFor: {
+    reason:
+      | "ready"
+      | "queue_paused"
+      | "run_at"
+      | "queue_concurrency"
+      | "queue_rate"
+      | "key_concurrency"
+      | "key_rate"
+      | "key_order";
+    /** The concurrency key at its limit. */
+    key?: string;
+    limit?: number;
+    running?: number;
+    periodMs?: number;
+    /** When the next start is allowed, from now (rate limits). */
+    nextTokenMs?: number;
+    runAt?: Timestamp;
+  } | null;
 };
 
 /** Why the last attempt failed. */
@@ -155,6 +207,72 @@ export type OpenApiDocument = {
   [key: string]: unknown;
 };
 
+export type QueueKey = {
+  key: string;
+  running: number;
+  /** Tokens in the key's bucket now. */
+  tokens: number | null;
+};
+
+export type QueueKeyList = {
+  keys: Array<{
+    key: string;
+    running: number;
+    /** Tokens in the key's bucket now. */
+    tokens: number | null;
+    /** Jobs of the key ready to run (up to 10,000). */
+    pending: number;
+  }>;
+};
+
+/** Limits of a queue across every worker. Setting them replaces all of them: what is left out is removed. */
+export type QueueLimits = {
+  /** Jobs of the queue running at once, across every worker. */
+  concurrency?: number | null;
+  /** Jobs of one concurrency key running at once (1: a strict serial lane per key, in priority then submission order). */
+  keyConcurrency?: number | null;
+  /** Job starts per ratePeriodMs for the queue (a token bucket). */
+  rateLimit?: number | null;
+  /** Default 1000. */
+  ratePeriodMs?: number;
+  /** Starts allowed at once after idling (the bucket's size). Default 1: starts spread evenly over the period. */
+  rateBurst?: number | null;
+  /** Job starts per keyRatePeriodMs for each concurrency key. */
+  keyRateLimit?: number | null;
+  /** Default 1000. */
+  keyRatePeriodMs?: number;
+  /** As rateBurst, per key. */
+  keyRateBurst?: number | null;
+  /** Keys take the queue's starts in turn (round robin): a key with a large backlog cannot hold back a key with a few jobs. */
+  fair?: boolean;
+};
+
+/** A queue's limits, as now stored. */
+export type QueueLimitsState = {
+  name: string;
+  limited: boolean;
+  flow: {
+    concurrency: number | null;
+    keyConcurrency: number | null;
+    rateLimit: number | null;
+    ratePeriodMs: number;
+    rateBurst: number | null;
+    keyRateLimit: number | null;
+    keyRatePeriodMs: number;
+    keyRateBurst: number | null;
+    fair: boolean;
+    /** Who set the limits: an operator (kept until changed) or the task definitions' defaults. */
+    source: "operator" | "tasks" | null;
+    /** Jobs running that hold one of its slots. */
+    running: number;
+    /** Tokens in the queue's bucket now (null: no rate limit). */
+    tokens: number | null;
+    /** Pending jobs held back by a limit now (counted up to 10,000). */
+    throttled: number;
+  };
+  updatedAt: Timestamp;
+};
+
 export type QueueList = {
   queues: Array<QueueStats>;
 };
@@ -172,6 +290,30 @@ export type QueueStats = {
   /** Age of the oldest job ready to run (pending or retrying with runAt reached); null when none. */
   oldestPendingAgeMs: number | null;
   workers: Array<QueueWorker>;
+  /** The queue's limits and their state; null when it has none. */
+  flow: {
+    concurrency: number | null;
+    keyConcurrency: number | null;
+    rateLimit: number | null;
+    ratePeriodMs: number;
+    rateBurst: number | null;
+    keyRateLimit: number | null;
+    keyRatePeriodMs: number;
+    keyRateBurst: number | null;
+    fair: boolean;
+    /** Who set the limits: an operator (kept until changed) or the task definitions' defaults. */
+    source: "operator" | "tasks" | null;
+    /** Jobs running that hold one of its slots. */
+    running: number;
+    /** Tokens in the queue's bucket now (null: no rate limit). */
+    tokens: number | null;
+    /** Pending jobs held back by a limit now (counted up to 10,000). */
+    throttled: number;
+    /** Concurrency keys known (up to 10,000); null when not keyed. */
+    keys: number | null;
+    /** The keys running the most jobs (up to 10). */
+    busiestKeys: Array<QueueKey> | null;
+  } | null;
 };
 
 /** A live worker process that serves the queue. */
@@ -226,6 +368,10 @@ export type SubmitJob = {
   timeoutMs?: number;
   /** A repeat of the key in the same queue returns the original job (200, `duplicate: true`). May also come as the Idempotency-Key header. */
   idempotencyKey?: string;
+  /** How long idempotencyKey holds: `retain` (default) for the retention period; `active` while the job is not finished (a new job once it has); `debounce` while it has not started (a repeat replaces its payload and run time, and returns it as the duplicate). */
+  keyMode?: "retain" | "active" | "debounce";
+  /** Counts the job against its queue's per-key limits (flow control), e.g. a tenant id. Default: what the task derives from the payload, else none. */
+  concurrencyKey?: string;
 };
 
 export type SubmittedJob = {
@@ -457,7 +603,7 @@ export interface Operations {
     body: undefined;
     bodyRequired: false;
     responses: {
-      200: Job;
+      200: JobDetail;
       400: {
         error: {
           code: "INVALID_ID";
@@ -890,6 +1036,248 @@ export interface Operations {
       default: ErrorResponse;
     };
   };
+  /** A queue's limits and their state */
+  getQueueLimits: {
+    method: "GET";
+    path: "/queues/{name}/limits";
+    params: {
+      /** A queue name: 1-128 of A-Z a-z 0-9 _ . : - */
+      name: string;
+    };
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: QueueLimitsState;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "QUEUE_NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Set a queue's limits */
+  setQueueLimits: {
+    method: "PUT";
+    path: "/queues/{name}/limits";
+    params: {
+      /** A queue name: 1-128 of A-Z a-z 0-9 _ . : - */
+      name: string;
+    };
+    query: {
+      /** `true` pauses a queue nobody knows yet (no jobs, no worker, no task defaults to it), to hold its jobs before the first one arrives. Without it such a name is refused (404): most often it is a typo. */
+      create?: "true" | "false";
+    };
+    headers: Record<string, never>;
+    body: QueueLimits;
+    bodyRequired: true;
+    responses: {
+      200: QueueLimitsState;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "QUEUE_NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Remove a queue's limits */
+  deleteQueueLimits: {
+    method: "DELETE";
+    path: "/queues/{name}/limits";
+    params: {
+      /** A queue name: 1-128 of A-Z a-z 0-9 _ . : - */
+      name: string;
+    };
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: QueueLimitsState;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "QUEUE_NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** The busiest concurrency keys of a queue */
+  listQueueKeys: {
+    method: "GET";
+    path: "/queues/{name}/keys";
+    params: {
+      /** A queue name: 1-128 of A-Z a-z 0-9 _ . : - */
+      name: string;
+    };
+    query: {
+      /** Most keys (default 100). */
+      limit?: number;
+    };
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: QueueKeyList;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "QUEUE_NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
   /** Liveness: the process answers (no database) */
   health: {
     method: "GET";
@@ -1061,6 +1449,10 @@ export const OPERATIONS = {
   listQueues: { method: "GET", path: "/queues" },
   pauseQueue: { method: "POST", path: "/queues/{name}/pause" },
   resumeQueue: { method: "POST", path: "/queues/{name}/resume" },
+  getQueueLimits: { method: "GET", path: "/queues/{name}/limits" },
+  setQueueLimits: { method: "PUT", path: "/queues/{name}/limits" },
+  deleteQueueLimits: { method: "DELETE", path: "/queues/{name}/limits" },
+  listQueueKeys: { method: "GET", path: "/queues/{name}/keys" },
   health: { method: "GET", path: "/health" },
   ready: { method: "GET", path: "/ready" },
   metrics: { method: "GET", path: "/metrics" },

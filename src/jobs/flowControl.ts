@@ -20,16 +20,39 @@ export interface QueueLimits {
   fair?: boolean;
 }
 
+/**
+ * Who set a queue's limits: an operator (HTTP, CLI, SQL, `setQueueLimits`), kept until changed,
+ * or the task definitions (their `queueLimits`, applied by workers as they start unless an
+ * operator's limits are in place); null when none are set.
+ */
+export type LimitsSource = "operator" | "tasks";
+
 /** A queue's limits as stored, with their state. */
 export interface QueueFlow extends Required<QueueLimits> {
   name: string;
   paused: boolean;
+  /** True when any limit is set (claims of the queue go through the limited path). */
+  limited: boolean;
+  source: LimitsSource | null;
   /** Jobs running that hold one of the queue's slots (claimed under a limit). */
   running: number;
   /** Tokens left in the queue's bucket now (null without a rate limit). */
   tokens: number | null;
+  /** Pending jobs held back by a limit now (counted up to 10,000). */
+  throttled: number;
   updatedAt: Date;
 }
+
+/** Why a live job has not started yet (`waitingFor`). */
+export type WaitReason =
+  | { reason: "ready" }
+  | { reason: "queue_paused" }
+  | { reason: "run_at"; runAt: string }
+  | { reason: "queue_concurrency"; limit: number; running: number }
+  | { reason: "queue_rate"; limit: number; periodMs: number; nextTokenMs: number }
+  | { reason: "key_concurrency"; key: string; limit: number; running: number }
+  | { reason: "key_rate"; key: string; limit: number; periodMs: number; nextTokenMs: number }
+  | { reason: "key_order"; key: string };
 
 interface QueueRow {
   name: string;
@@ -43,28 +66,38 @@ interface QueueRow {
   key_rate_period_ms: number;
   key_rate_burst: number | null;
   fair: boolean;
+  limits_source: LimitsSource | null;
+  limited: boolean;
   running: number;
   tokens_now: number | null;
+  throttled: number;
   updated_at: Date;
 }
 
+const FLOW_COLUMNS = `q.*,
+  {{schema}}.queue_is_limited(q) AS limited,
+  {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms, q.rate_burst, now())
+    AS tokens_now,
+  {{schema}}.queue_throttled(q, 10000) AS throttled`;
+
 const SET_LIMITS = statement(
   "set_queue_limits",
-  `SELECT q.*, {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms,
-                                  q.rate_burst, now()) AS tokens_now
-   FROM {{schema}}.set_queue_limits($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) q`,
+  `SELECT ${FLOW_COLUMNS}
+   FROM {{schema}}.set_queue_limits($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) q`,
 );
 
 /**
  * Sets a queue's limits (replacing all of them: what is not given is removed). Every worker
  * applies them from its next claim of the queue; running jobs are not aborted when a limit goes
- * down, new starts stop until they fit.
+ * down, new starts stop until they fit. `source` "tasks" sets defaults that an operator's limits
+ * override; null clears the limits and their source.
  */
 export async function setQueueLimits(
   db: Queryable,
   sql: SchemaSql,
   queue: string,
   limits: QueueLimits,
+  source: LimitsSource | null = "operator",
 ): Promise<QueueFlow> {
   const { rows } = await db.query<QueueRow>({
     ...sql.bind(SET_LIMITS),
@@ -79,6 +112,7 @@ export async function setQueueLimits(
       limits.keyRatePeriodMs ?? 1_000,
       limits.keyRateBurst ?? null,
       limits.fair ?? false,
+      source,
     ],
   });
   return toFlow(rows[0]!);
@@ -86,9 +120,9 @@ export async function setQueueLimits(
 
 const GET_FLOW = statement(
   "queue_flow",
-  `SELECT q.*, {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms,
-                                  q.rate_burst, now()) AS tokens_now
-   FROM {{schema}}.queues q WHERE $1::text IS NULL OR q.name = $1`,
+  `SELECT ${FLOW_COLUMNS}
+   FROM {{schema}}.queues q WHERE $1::text IS NULL OR q.name = $1
+   ORDER BY q.name`,
 );
 
 /** The limits and state of one queue (or of every queue with a row). */
@@ -147,6 +181,24 @@ export async function keyFlows(
   }));
 }
 
+const WAITING_FOR = statement("job_waiting_for", "SELECT {{schema}}.waiting_for($1) AS waiting");
+
+/** Why a live job has not started (null when it is running, finished or unknown). */
+export async function waitingFor(
+  db: Queryable,
+  sql: SchemaSql,
+  id: number,
+): Promise<WaitReason | null> {
+  const { rows } = await db.query<{ waiting: WaitReason | null }>({
+    ...sql.bind(WAITING_FOR),
+    values: [id],
+  });
+  const waiting = rows[0]?.waiting ?? null;
+  // JSON times come in Postgres's text format; the API writes ISO 8601 in UTC.
+  if (waiting?.reason === "run_at") waiting.runAt = new Date(waiting.runAt).toISOString();
+  return waiting;
+}
+
 // Keys jobs without a key in keyed queues, recounts the slot counters of limited queues (a safety
 // net: the statements that end runs keep them right), and forgets idle keys — once across the
 // fleet at a time.
@@ -191,8 +243,11 @@ function toFlow(row: QueueRow): QueueFlow {
     keyRatePeriodMs: row.key_rate_period_ms,
     keyRateBurst: row.key_rate_burst,
     fair: row.fair,
+    limited: row.limited,
+    source: row.limits_source,
     running: row.running,
     tokens: row.tokens_now === null ? null : Number(row.tokens_now),
+    throttled: row.throttled,
     updatedAt: row.updated_at,
   };
 }

@@ -1,5 +1,6 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
+import type { LimitsSource, QueueLimits } from "./flowControl.ts";
 import type { JobStatus } from "./types.ts";
 
 /** Live counts are exact up to this many jobs per queue and status, and say so above it. */
@@ -54,7 +55,28 @@ const QUEUE_STATS = statement(
                       'lastSeenAt', to_char(l.last_seen_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
                       ORDER BY l.id)
                     FROM live l WHERE n.name = ANY (l.queues) OR '*' = ANY (l.queues)),
-                   '[]'::jsonb) AS workers
+                   '[]'::jsonb) AS workers,
+          CASE WHEN q.name IS NOT NULL AND {{schema}}.queue_is_limited(q) THEN jsonb_build_object(
+            'concurrency', q.concurrency, 'keyConcurrency', q.key_concurrency,
+            'rateLimit', q.rate_limit, 'ratePeriodMs', q.rate_period_ms, 'rateBurst', q.rate_burst,
+            'keyRateLimit', q.key_rate_limit, 'keyRatePeriodMs', q.key_rate_period_ms,
+            'keyRateBurst', q.key_rate_burst, 'fair', q.fair, 'source', q.limits_source,
+            'running', q.running,
+            'tokens', {{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms,
+                                        q.rate_burst, now()),
+            'throttled', {{schema}}.queue_throttled(q, $1::integer),
+            'keys', CASE WHEN {{schema}}.queue_is_keyed(q) THEN (
+              SELECT count(*) FROM (SELECT 1 FROM {{schema}}.queue_keys c
+                                    WHERE c.queue = q.name LIMIT $1) c) END,
+            'busiestKeys', CASE WHEN {{schema}}.queue_is_keyed(q) THEN coalesce((
+              SELECT jsonb_agg(jsonb_build_object(
+                       'key', c.key, 'running', c.running,
+                       'tokens', {{schema}}.refill(c.tokens, c.tokens_at, q.key_rate_limit,
+                                                   q.key_rate_period_ms, q.key_rate_burst, now()))
+                     ORDER BY c.running DESC, c.key)
+              FROM (SELECT * FROM {{schema}}.queue_keys c WHERE c.queue = q.name AND c.running > 0
+                    ORDER BY c.running DESC, c.key LIMIT 10) c), '[]'::jsonb) END)
+          END AS flow
    FROM names n
    LEFT JOIN {{schema}}.queues q ON q.name = n.name
    ORDER BY n.name`,
@@ -85,6 +107,23 @@ export interface QueueStats {
   /** How long the oldest job ready to run has waited (ms); null when none is ready. */
   oldestPendingAgeMs: number | null;
   workers: QueueWorker[];
+  /** The queue's limits and their state; null when it has none (flow control). */
+  flow: QueueFlowStats | null;
+}
+
+/** A limited queue's limits and their state, as `queueStats` reads them. */
+export interface QueueFlowStats extends Required<QueueLimits> {
+  source: LimitsSource | null;
+  /** Jobs running that hold one of the queue's slots. */
+  running: number;
+  /** Tokens in the queue's bucket now; null without a rate limit. */
+  tokens: number | null;
+  /** Pending jobs held back by a limit now, counted up to `COUNT_CAP`. */
+  throttled: number;
+  /** Concurrency keys the queue knows (counted up to `COUNT_CAP`); null when not keyed. */
+  keys: number | null;
+  /** The keys running the most jobs (up to 10); null when not keyed. */
+  busiestKeys: { key: string; running: number; tokens: number | null }[] | null;
 }
 
 /** Per queue: counts by status, the oldest ready job's age, the pause flag, its workers. */
@@ -101,6 +140,7 @@ export async function queueStats(db: Queryable, sql: SchemaSql): Promise<QueueSt
     cancelled: number;
     oldest_ready_age_ms: number | null;
     workers: QueueWorker[];
+    flow: QueueFlowStats | null;
   }>({ ...sql.bind(QUEUE_STATS), values: [COUNT_CAP] });
   return rows.map((row) => {
     const counts: Record<JobStatus, number> = {
@@ -123,6 +163,7 @@ export async function queueStats(db: Queryable, sql: SchemaSql): Promise<QueueSt
       oldestPendingAgeMs:
         row.oldest_ready_age_ms === null ? null : Math.max(0, Math.round(row.oldest_ready_age_ms)),
       workers: row.workers,
+      flow: row.flow,
     };
   });
 }

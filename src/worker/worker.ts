@@ -1,10 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
+import { isDeepStrictEqual } from "node:util";
 import type pg from "pg";
 import { createPool, SocketTracker } from "../db/pool.ts";
 import { SchemaSql, statement } from "../db/sql.ts";
 import { PgwakeError } from "../errors.ts";
 import type { ClaimedJob } from "../jobs/claim.ts";
+import { DEFAULT_QUEUE } from "../jobs/enqueue.ts";
+import { type QueueLimits, setQueueLimits } from "../jobs/flowControl.ts";
 import { removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
 import { returnJobs } from "../jobs/returnJobs.ts";
 import { addMinuteCounts, MinuteCounter } from "../jobs/stats.ts";
@@ -106,6 +109,7 @@ export class Worker {
   /** Jobs stopped by a fence, to hand back once the lease is renewed. */
   private fencedJobs: Job[] = [];
   private state: WorkerState = "idle";
+  private readonly taskLimits: Map<string, QueueLimits>;
   private stopping: Promise<void> | undefined;
   private readonly background = new Set<Promise<unknown>>();
 
@@ -118,6 +122,7 @@ export class Worker {
       options.tasks instanceof TaskRegistry ? options.tasks : new TaskRegistry(options.tasks);
     if (this.registry.size === 0)
       throw new PgwakeError("INVALID_OPTIONS", "a worker needs at least one task");
+    this.taskLimits = taskQueueLimits(this.registry);
     this.metrics = new WorkerMetrics(
       {
         running: () => this.runner.size,
@@ -286,12 +291,29 @@ export class Worker {
     this.maintenance?.add(service);
   }
 
+  /**
+   * Sets the default limits of the task definitions (`queueLimits`) on their queues, unless an
+   * operator's limits are in place there.
+   */
+  private async applyTaskLimits(): Promise<void> {
+    for (const [queue, limits] of this.taskLimits) {
+      const flow = await setQueueLimits(this.pool, this.sql, queue, limits, "tasks");
+      if (flow.source === "operator") {
+        this.logger.info(
+          { queue },
+          "queue limits set by an operator are kept over the task defaults",
+        );
+      }
+    }
+  }
+
   /** Registers the worker, opens the LISTEN connection and starts claiming. */
   async start(): Promise<void> {
     if (this.state !== "idle") throw new PgwakeError("INVALID_OPTIONS", "a worker starts once");
     this.state = "running";
     try {
       await this.lease.start();
+      await this.applyTaskLimits();
       if (!this.opts.queues) await this.discoverQueues();
     } catch (error) {
       this.state = "stopped";
@@ -828,4 +850,26 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   ]);
   clearTimeout(timer);
   return settled;
+}
+
+/**
+ * The queue limits the tasks declare, by queue. Tasks of one queue that declare different limits
+ * are refused: which would win would depend on the order workers start.
+ */
+function taskQueueLimits(registry: TaskRegistry): Map<string, QueueLimits> {
+  const byQueue = new Map<string, { task: string; limits: QueueLimits }>();
+  for (const name of registry.names()) {
+    const task = registry.get(name)!;
+    if (!task.queueLimits) continue;
+    const queue = task.queue ?? DEFAULT_QUEUE;
+    const seen = byQueue.get(queue);
+    if (seen && !isDeepStrictEqual(seen.limits, task.queueLimits)) {
+      throw new PgwakeError(
+        "INVALID_OPTIONS",
+        `tasks "${seen.task}" and "${name}" declare different queueLimits for queue "${queue}"`,
+      );
+    }
+    byQueue.set(queue, { task: name, limits: task.queueLimits });
+  }
+  return new Map([...byQueue].map(([queue, { limits }]) => [queue, limits]));
 }

@@ -282,12 +282,16 @@ describe("the OpenAPI document, checked against the server", () => {
     for (const e of endpointsOf(doc)) byPath.set(e.path, [...(byPath.get(e.path) ?? []), e]);
     for (const [path, endpoints] of byPath) {
       const [req] = exampleRequests(endpoints[0]!, true);
-      const res = await send({ ...req!, method: "DELETE", body: undefined });
-      expect(res.status, `DELETE ${path}`).toBe(405);
+      // A method this path does not take.
+      const method = endpoints.some((e) => e.method.toUpperCase() === "DELETE")
+        ? "PATCH"
+        : "DELETE";
+      const res = await send({ ...req!, method, body: undefined });
+      expect(res.status, `${method} ${path}`).toBe(405);
       expect(res.headers.get("allow")?.split(", ").sort()).toEqual(
         expect.arrayContaining(endpoints.map((e) => e.method)),
       );
-      const body = await check(endpoints[0]!, res, `DELETE ${path}`);
+      const body = await check(endpoints[0]!, res, `${method} ${path}`);
       for (const e of endpoints.slice(1)) {
         expect(
           validate(e.op.responses["405"]!.content!["application/json"]!.schema!, body),
@@ -408,6 +412,44 @@ describe("the OpenAPI document, checked against the server", () => {
       ["pauseQueue", 404, { method: "POST", path: "/queues/defualt/pause", headers: auth }],
       ["resumeQueue", 400, { method: "POST", path: "/queues/bad%20name/resume", headers: auth }],
       ["resumeQueue", 404, { method: "POST", path: "/queues/defualt/resume", headers: auth }],
+      ["getQueueLimits", 400, { method: "GET", path: "/queues/bad%20name/limits", headers: auth }],
+      ["getQueueLimits", 404, { method: "GET", path: "/queues/defualt/limits", headers: auth }],
+      [
+        "setQueueLimits",
+        400,
+        {
+          method: "PUT",
+          path: "/queues/default/limits",
+          headers: json,
+          body: JSON.stringify({ keyConcurrency: 0 }),
+        },
+      ],
+      [
+        "setQueueLimits",
+        404,
+        {
+          method: "PUT",
+          path: "/queues/defualt/limits",
+          headers: json,
+          body: JSON.stringify({ concurrency: 2 }),
+        },
+      ],
+      [
+        "deleteQueueLimits",
+        400,
+        { method: "DELETE", path: "/queues/bad%20name/limits", headers: auth },
+      ],
+      [
+        "deleteQueueLimits",
+        404,
+        { method: "DELETE", path: "/queues/defualt/limits", headers: auth },
+      ],
+      [
+        "listQueueKeys",
+        400,
+        { method: "GET", path: "/queues/default/keys?limit=0", headers: auth },
+      ],
+      ["listQueueKeys", 404, { method: "GET", path: "/queues/defualt/keys", headers: auth }],
       ["docsFile", 404, { method: "GET", path: "/docs/package.json" }],
     ];
     for (const [operationId, status, req] of cases) {

@@ -73,6 +73,10 @@ describe("loadConfig", () => {
       { name: "default" },
     ]);
     expect(loadConfig({ PGWAKE_QUEUES: "*" }).queues).toBeNull();
+    expect(loadConfig({ PGWAKE_QUEUES: "emails:eu,emails:eu:3" }).queues).toEqual([
+      { name: "emails:eu" },
+      { name: "emails:eu", slots: 3 },
+    ]);
     expect(problems({ PGWAKE_QUEUES: "bulk:0" }).join("\n")).toMatch(/"bulk:0": a queue is a name/);
     expect(problems({ PGWAKE_QUEUES: "*,bulk" }).join("\n")).toMatch(/"\*": a queue is a name/);
   });

@@ -7,9 +7,9 @@ import {
   CancelResultSchema,
   EventPageSchema,
   EventsQuerySchema,
+  JobDetailSchema,
   JobIdParamsSchema,
   JobPageSchema,
-  JobSchema,
   ListJobsQuerySchema,
   RetryRequestSchema,
   RetryResultSchema,
@@ -130,9 +130,11 @@ export function jobRouteDefinitions(
     operationId: "getJob",
     tags: ["jobs"],
     summary: "Get a job",
+    description:
+      "A live job that has not started says why in `waitingFor`: its queue paused, its run time ahead, a limit of its queue or concurrency key at its maximum, or nothing but a free worker.",
     request: { params: JobIdParamsSchema },
     responses: {
-      200: jsonResponse("The job", JobSchema, examples.completed),
+      200: jsonResponse("The job, and why it waits", JobDetailSchema, examples.waiting),
       ...jobIdRefusals(),
     },
   });

@@ -3,6 +3,10 @@ import type { ApiDeps } from "../context.ts";
 import { failure, jsonResponse } from "../responses.ts";
 import {
   PauseQueueQuerySchema,
+  QueueKeyListSchema,
+  QueueKeysQuerySchema,
+  QueueLimitsSchema,
+  QueueLimitsStateSchema,
   QueueListSchema,
   QueueNameParamsSchema,
   QueueSettingsSchema,
@@ -79,5 +83,109 @@ export function queueRouteDefinitions(deps: Pick<ApiDeps, "examples">) {
     },
   });
 
-  return { listQueues, pauseQueue, resumeQueue };
+  const getQueueLimits = createRoute({
+    method: "get",
+    path: "/queues/{name}/limits",
+    operationId: "getQueueLimits",
+    tags: ["flow control"],
+    summary: "A queue's limits and their state",
+    description:
+      "Its concurrency, per-key concurrency, rate limits and fairness, who set them, the jobs holding its slots, the tokens left, and the pending jobs a limit holds back.",
+    request: { params: QueueNameParamsSchema },
+    responses: {
+      200: jsonResponse("The queue's limits", QueueLimitsStateSchema, examples.limitsState),
+      400: invalidName,
+      404: unknownQueue,
+    },
+  });
+
+  const setQueueLimits = createRoute({
+    method: "put",
+    path: "/queues/{name}/limits",
+    operationId: "setQueueLimits",
+    tags: ["flow control"],
+    summary: "Set a queue's limits",
+    description:
+      "Replaces all of its limits (what is left out is removed), across every worker within a second. Lowering a limit stops new starts; running jobs are not aborted. Overrides the task definitions' defaults until deleted. Jobs over a limit wait as pending and never burn an attempt.",
+    request: {
+      params: QueueNameParamsSchema,
+      query: PauseQueueQuerySchema,
+      body: {
+        required: true,
+        content: { "application/json": { schema: QueueLimitsSchema, examples: examples.limits } },
+      },
+    },
+    responses: {
+      200: jsonResponse("The queue's limits", QueueLimitsStateSchema, examples.limitsState),
+      400: failure(
+        "The body, the queue name or a query parameter is invalid",
+        ["VALIDATION_FAILED"],
+        {
+          message: "invalid body: keyConcurrency",
+          details: [
+            {
+              path: "keyConcurrency",
+              message: "Too small: expected number to be >=1",
+              code: "too_small",
+            },
+          ],
+        },
+      ),
+      404: unknownQueue,
+    },
+  });
+
+  const deleteQueueLimits = createRoute({
+    method: "delete",
+    path: "/queues/{name}/limits",
+    operationId: "deleteQueueLimits",
+    tags: ["flow control"],
+    summary: "Remove a queue's limits",
+    description:
+      "Its jobs start as fast as workers take them again; task definitions' defaults apply again as workers start.",
+    request: { params: QueueNameParamsSchema },
+    responses: {
+      200: jsonResponse("The queue's limits, now none", QueueLimitsStateSchema, {
+        ...examples.limitsState,
+        limited: false,
+        flow: {
+          ...examples.limitsState.flow,
+          keyConcurrency: null,
+          rateLimit: null,
+          fair: false,
+          source: null,
+          tokens: null,
+          throttled: 0,
+        },
+      }),
+      400: invalidName,
+      404: unknownQueue,
+    },
+  });
+
+  const listQueueKeys = createRoute({
+    method: "get",
+    path: "/queues/{name}/keys",
+    operationId: "listQueueKeys",
+    tags: ["flow control"],
+    summary: "The busiest concurrency keys of a queue",
+    description:
+      "Keys by jobs running, then by least recently served: their running jobs, tokens left and jobs ready. Empty when the queue has no per-key limit and is not fair.",
+    request: { params: QueueNameParamsSchema, query: QueueKeysQuerySchema },
+    responses: {
+      200: jsonResponse("Its keys", QueueKeyListSchema, examples.keys),
+      400: invalidName,
+      404: unknownQueue,
+    },
+  });
+
+  return {
+    listQueues,
+    pauseQueue,
+    resumeQueue,
+    getQueueLimits,
+    setQueueLimits,
+    deleteQueueLimits,
+    listQueueKeys,
+  };
 }

@@ -13,6 +13,8 @@ import { findUnstorable, type Issue } from "../validation.ts";
 
 const DEFAULT_PAGE = 50;
 const DEFAULT_EVENTS_PAGE = 100;
+/** Statuses of a job that waits to start (`waitingFor`). */
+const LIVE_WAITING = new Set(["scheduled", "pending", "retrying"]);
 
 /** Job routes: submit (one or many), read, list, timeline, cancel, retry. */
 export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
@@ -70,6 +72,8 @@ export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       ...(body.delayMs !== undefined ? { delayMs: body.delayMs } : {}),
       ...(body.maxAttempts !== undefined ? { maxAttempts: body.maxAttempts } : {}),
       ...(body.timeoutMs !== undefined ? { timeoutMs: body.timeoutMs } : {}),
+      ...(body.keyMode !== undefined ? { keyMode: body.keyMode } : {}),
+      ...(body.concurrencyKey !== undefined ? { concurrencyKey: body.concurrencyKey } : {}),
       requestId,
     };
     const key = body.idempotencyKey ?? headerKey;
@@ -218,7 +222,8 @@ export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     async (_c, { params }) => {
       const job = await pgwake.getJob(params.id);
       if (!job) throw jobNotFound(params.id);
-      return { status: 200, body: jobJson(job) };
+      const waitingFor = LIVE_WAITING.has(job.status) ? await pgwake.waitingFor(job.id) : null;
+      return { status: 200, body: { ...jobJson(job), waitingFor } };
     },
     byId,
   );

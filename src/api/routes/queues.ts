@@ -1,11 +1,12 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { DEFAULT_QUEUE } from "../../jobs/enqueue.ts";
+import type { QueueFlow } from "../../jobs/flowControl.ts";
 import { queueStats } from "../../jobs/queueStats.ts";
 import type { ApiDeps } from "../context.ts";
 import { queueRouteDefinitions } from "../definitions/queues.ts";
 import { ApiError } from "../errors.ts";
 import { mountRoute } from "../route.ts";
-import { queueJson, queueSettingsJson } from "../serialize.ts";
+import { queueJson, queueLimitsJson, queueSettingsJson } from "../serialize.ts";
 import type { ApiEnv } from "../types.ts";
 
 /** Queue routes: stats of every queue, pause and resume. */
@@ -67,5 +68,79 @@ export function queueRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     options,
   );
 
+  mountRoute(
+    app,
+    deps,
+    routes.getQueueLimits,
+    async (_c, { params }) => {
+      const [flow] = await deps.pgwake.queueLimits(params.name);
+      if (!flow) {
+        await requireKnown(params.name);
+        return { status: 200, body: queueLimitsJson(noLimits(params.name)) };
+      }
+      return { status: 200, body: queueLimitsJson(flow) };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.setQueueLimits,
+    async (_c, { params, query, body }) => {
+      if (query.create !== "true") await requireKnown(params.name);
+      const flow = await deps.pgwake.setQueueLimits(params.name, body);
+      return { status: 200, body: queueLimitsJson(flow) };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.deleteQueueLimits,
+    async (_c, { params }) => {
+      await requireKnown(params.name);
+      const flow = await deps.pgwake.clearQueueLimits(params.name);
+      return { status: 200, body: queueLimitsJson(flow) };
+    },
+    options,
+  );
+
+  mountRoute(
+    app,
+    deps,
+    routes.listQueueKeys,
+    async (_c, { params, query }) => {
+      await requireKnown(params.name);
+      const keys = await deps.pgwake.queueKeys(params.name, { limit: query.limit ?? 100 });
+      return { status: 200, body: { keys } };
+    },
+    options,
+  );
+
   return app;
+}
+
+/** The limits of a queue that has no row of settings: none. */
+function noLimits(name: string): QueueFlow {
+  return {
+    name,
+    paused: false,
+    limited: false,
+    source: null,
+    concurrency: null,
+    keyConcurrency: null,
+    rateLimit: null,
+    ratePeriodMs: 1_000,
+    rateBurst: null,
+    keyRateLimit: null,
+    keyRatePeriodMs: 1_000,
+    keyRateBurst: null,
+    fair: false,
+    running: 0,
+    tokens: null,
+    throttled: 0,
+    updatedAt: new Date(),
+  };
 }

@@ -1,5 +1,5 @@
-import { openDatabase } from "../database.ts";
 import { serveWorkerHealth } from "../../worker/healthServer.ts";
+import { openDatabase } from "../database.ts";
 import { CommandError, UsageError } from "../errors.ts";
 import { buildRegistry } from "../task-module.ts";
 import { type CommandContext, openPgwake, prepareSchema, startWorker } from "./shared.ts";
