@@ -1,9 +1,11 @@
 /**
  * Scenario 4 — slow and stuck handlers. A handler that ignores its abort signal past its
  * timeout, handlers that block the event loop (longer than the heartbeat; longer than the
- * lease), handlers that throw non-Error values and handlers that return what JSON or jsonb
- * cannot hold. Each must end in a clear state with a clear error, while a stream of quick jobs
- * keeps completing on the same two worker processes.
+ * lease), handlers that throw non-Error values, poison values (issue 10, bug 5: an Error whose
+ * `message` is not a string, whose `name` getter throws, a Proxy whose every trap throws, an
+ * Error with a cyclic `cause`, a 10 MB message, `null`, `undefined`) and handlers that return
+ * what JSON or jsonb cannot hold. Each must end in a clear state with a readable error, while a
+ * stream of quick jobs keeps completing on the same two worker processes.
  */
 import { afterAll, beforeAll, expect, test } from "vitest";
 import type { Job } from "../../src/index.ts";
@@ -54,6 +56,29 @@ const thrown = (kind: string, message: RegExp, value?: unknown): Case => ({
     expect(runs).toBe(1);
     expect(lastError(job).message).toMatch(message);
     if (value !== undefined) expect(lastError(job).value).toEqual(value);
+  },
+});
+
+/** Most text a readable `last_error.message` may hold (a 10 MB message is cut to size). */
+const READABLE_MAX = 64 * 1024;
+
+/**
+ * A poison throw (issue 10, bug 5): a value that breaks code reading it as an ordinary Error. The
+ * job fails once with a readable message; the process goes on.
+ */
+const poison = (kind: string, message: RegExp): Case => ({
+  name: `throws poison ${kind}`,
+  task: "faults.throwValue",
+  payload: { kind },
+  options: { maxAttempts: 1 },
+  expect: (job, runs) => {
+    expect(job.status).toBe("failed");
+    expect(runs).toBe(1);
+    const text = lastError(job).message;
+    expect(typeof text).toBe("string");
+    expect(text!.length).toBeGreaterThan(0);
+    expect(text!.length).toBeLessThanOrEqual(READABLE_MAX);
+    expect(text).toMatch(message);
   },
 });
 
@@ -115,6 +140,13 @@ const ALL_CASES: Case[] = [
     ...thrown("permanent", /^never works$/),
     options: { maxAttempts: 5 },
   },
+  poison("message-object", /\S/),
+  poison("name-getter", /its name cannot be read/),
+  poison("message-getter", /\S/),
+  poison("proxy", /non-Error value/),
+  poison("error-proxy", /\S/),
+  poison("cyclic-cause", /a's cause is b/),
+  poison("huge-message", /^10 MB: x+/),
   thrown("nul-message", /bad byte/),
   thrown("lone-surrogate", /half a pair/),
   notJson("bigint"),

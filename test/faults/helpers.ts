@@ -7,10 +7,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
+import { waitFor } from "../helpers/wait.ts";
+import type { FixtureWorkerOptions } from "./fixtures/worker.ts";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const CLI = join(ROOT, "bin/pgwake.js");
 export const TASKS = join(ROOT, "test/faults/fixtures/tasks.ts");
+export const WORKER_FIXTURE = join(ROOT, "test/faults/fixtures/worker.ts");
 
 /** `ci` runs every scenario in a shortened form; anything else is the issue's full numbers. */
 export const PROFILE: "ci" | "full" = process.env.PGWAKE_FAULTS_PROFILE === "ci" ? "ci" : "full";
@@ -27,8 +30,13 @@ export async function createFaultDb(name: string): Promise<TestDb> {
     worker_id   text NOT NULL,
     task        text NOT NULL,
     note        text,
+    queue       text,
     started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
-    finished_at timestamptz
+    -- when the handler was entered, by the worker's clock (the same host as Postgres)
+    entered_at  timestamptz,
+    finished_at timestamptz,
+    -- why a handler that honours its signal stopped early (the abort reason's code)
+    aborted     text
   )`);
   await db.query("CREATE INDEX ON {{schema}}.fault_executions (job_id)");
   return db;
@@ -41,7 +49,7 @@ export function withAppName(url: string, name: string): string {
   return u.toString();
 }
 
-/** A `pgwake` child process. */
+/** A child process of the fault suite: `pgwake …` or a fixture script. */
 export interface PgwakeProcess {
   child: ChildProcess;
   pid: number;
@@ -50,47 +58,47 @@ export interface PgwakeProcess {
   readonly alive: boolean;
   /** The last lines it wrote (stdout and stderr), for failure messages. */
   output(): string;
+  /** Every JSON log line it wrote so far (pino: `level`, `time`, `msg`, …), in order. */
+  logs(): LogLine[];
+}
+
+/** A pino JSON line. */
+export interface LogLine {
+  level: number;
+  time: number;
+  msg: string;
+  [field: string]: unknown;
 }
 
 const spawned = new Set<PgwakeProcess>();
 
-/** Starts `pgwake <command> …` against a database URL and schema. */
-export function spawnPgwake(options: {
-  command: "worker" | "api" | "start";
-  url: string;
-  schema: string;
-  args?: readonly string[];
-  env?: Record<string, string>;
-}): PgwakeProcess {
-  const child = spawn(
-    process.execPath,
-    [
-      CLI,
-      options.command,
-      "--tasks",
-      TASKS,
-      "--no-builtin-tasks",
-      "--log-format",
-      "json",
-      "--log-level",
-      "warn",
-      ...(options.args ?? []),
-    ],
-    {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        DATABASE_URL: options.url,
-        PGWAKE_SCHEMA: options.schema,
-        ...options.env,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+/** Starts `node <args…>` in the repository with `env` added, keeping its output and log lines. */
+function spawnNode(args: readonly string[], env: Record<string, string>): PgwakeProcess {
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  // The fixtures exit when their stdin ends: a crashed test process leaves no orphan behind.
+  child.stdin?.on("error", () => {});
   const lines: string[] = [];
+  const logs: LogLine[] = [];
+  let partial = "";
   const keep = (chunk: Buffer) => {
-    lines.push(chunk.toString());
+    const text = chunk.toString();
+    lines.push(text);
     if (lines.length > 200) lines.splice(0, lines.length - 200);
+    partial += text;
+    const complete = partial.split("\n");
+    partial = complete.pop() ?? "";
+    for (const line of complete) {
+      if (!line.startsWith("{")) continue;
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        // not a log line
+      }
+    }
   };
   child.stdout?.on("data", keep);
   child.stderr?.on("data", keep);
@@ -110,10 +118,73 @@ export function spawnPgwake(options: {
       return alive;
     },
     output: () => lines.join(""),
+    logs: () => logs,
   };
   spawned.add(proc);
   void exited.then(() => spawned.delete(proc));
   return proc;
+}
+
+/** Starts `pgwake <command> …` against a database URL and schema. */
+export function spawnPgwake(options: {
+  command: "worker" | "api" | "start";
+  url: string;
+  schema: string;
+  args?: readonly string[];
+  env?: Record<string, string>;
+}): PgwakeProcess {
+  return spawnNode(
+    [
+      CLI,
+      options.command,
+      "--tasks",
+      TASKS,
+      "--no-builtin-tasks",
+      "--log-format",
+      "json",
+      "--log-level",
+      "warn",
+      ...(options.args ?? []),
+    ],
+    { DATABASE_URL: options.url, PGWAKE_SCHEMA: options.schema, ...options.env },
+  );
+}
+
+/**
+ * Starts a library worker (test/faults/fixtures/worker.ts) with options the CLI does not offer.
+ * `sideUrl` is where the fixture tasks write their side effects (default: straight to Postgres,
+ * out of the way of any proxy the worker goes through).
+ */
+export function spawnFixtureWorker(
+  db: TestDb,
+  options: Omit<FixtureWorkerOptions, "schema" | "connectionString"> & {
+    connectionString?: string;
+    sideUrl?: string;
+  },
+): PgwakeProcess {
+  const { sideUrl, connectionString, ...rest } = options;
+  return spawnNode([WORKER_FIXTURE], {
+    PGWAKE_FAULTS_WORKER: JSON.stringify({
+      retentionMs: null,
+      ...rest,
+      connectionString: connectionString ?? db.url,
+      schema: db.schema,
+    }),
+    DATABASE_URL: sideUrl ?? db.url,
+    PGWAKE_SCHEMA: db.schema,
+  });
+}
+
+/** The worker id a fixture worker logged at start (waits for it). */
+export async function fixtureWorkerId(proc: PgwakeProcess, timeoutMs = 30_000): Promise<string> {
+  const line = await waitFor(
+    () => {
+      if (!proc.alive) throw new Error(`worker ${proc.pid} died:\n${proc.output()}`);
+      return proc.logs().find((l) => l.msg === "fixture: worker started");
+    },
+    { timeoutMs, message: `worker ${proc.pid} started` },
+  );
+  return String(line.workerId);
 }
 
 /** SIGKILLs every process this file started that still runs (test cleanup). */
