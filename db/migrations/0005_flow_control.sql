@@ -250,10 +250,13 @@ CREATE FUNCTION {{schema}}.enqueue(
 ) RETURNS TABLE (job {{schema}}.all_jobs, duplicate boolean)
 LANGUAGE sql AS $$
   SELECT r.job, r.duplicate
+  -- Options left NULL are left out (the defaults apply); the payload is kept whole, nulls in it
+  -- included.
   FROM {{schema}}.enqueue_many(jsonb_build_array(jsonb_strip_nulls(jsonb_build_object(
-    'task', task, 'payload', payload, 'queue', queue, 'priority', priority, 'run_at', run_at,
+    'task', task, 'queue', queue, 'priority', priority, 'run_at', run_at,
     'max_attempts', max_attempts, 'timeout_ms', timeout_ms, 'idempotency_key', idempotency_key,
-    'delay_ms', delay_ms, 'concurrency_key', concurrency_key, 'key_mode', key_mode)))) r
+    'delay_ms', delay_ms, 'concurrency_key', concurrency_key, 'key_mode', key_mode))
+    || jsonb_build_object('payload', coalesce(payload, '{}'::jsonb)))) r
 $$;
 
 -- ---- settings --------------------------------------------------------------------------------

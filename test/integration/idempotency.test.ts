@@ -161,4 +161,13 @@ describe("idempotency keys", () => {
     expect(many[1]!.id).toBe(many[0]!.id);
     expect(many[2]!.id).toBe(one[0]!.id);
   });
+
+  it("the SQL enqueue() keeps the nulls inside a payload", async () => {
+    const payload = { a: null, b: { c: null, d: [null, 1] } };
+    const [row] = await db.query<{ payload: unknown }>(
+      "SELECT (r.job).payload FROM {{schema}}.enqueue('send', $1::jsonb) r",
+      [JSON.stringify(payload)],
+    );
+    expect(row!.payload).toEqual(payload);
+  });
 });
