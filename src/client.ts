@@ -30,6 +30,8 @@ import { type QueueStats, queueStats } from "./jobs/queueStats.ts";
 import { findUnstorable } from "./jobs/storable.ts";
 import type { Job } from "./jobs/types.ts";
 import { type Logger, silentLogger } from "./logger.ts";
+import type { ScheduleSpec } from "./schedules/definition.ts";
+import { ScheduleStore } from "./schedules/store.ts";
 import type { UnknownTaskPolicy } from "./settings.ts";
 import {
   type AnyTaskDefinition,
@@ -138,6 +140,12 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
   /** Behind a transaction-mode pooler (see `PgwakeOptions.pooler`). */
   readonly pooler: boolean;
   private readonly networkTimeoutMs: number | undefined;
+  /**
+   * Cron schedules stored in the database: create, list, get (next ticks, recent runs), update,
+   * pause, resume, trigger, delete. Their jobs are checked as an enqueue of this client would be.
+   */
+  readonly schedules: ScheduleStore;
+  private readonly declaredSchedules: ScheduleSpec[] = [];
   private readonly submissions = new SubmissionCoalescer(
     (jobs) => insertJobs(this.pool, this.sql, jobs),
     { maxInFlight: 2, maxBatch: 500 },
@@ -181,6 +189,9 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
         },
         (error) => this.logger.warn({ err: error }, "idle database connection failed"),
       );
+    this.schedules = new ScheduleStore(this.pool, this.sql, {
+      prepareJob: (job) => this.prepare(job),
+    });
   }
 
   /** Applies pending migrations (safe to call from many processes at once). */
@@ -383,6 +394,16 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     return waitingFor(this.pool, this.sql, id);
   }
 
+  /**
+   * Declares a schedule in code, like a task's `schedules`: workers made by `worker()` keep the
+   * database in step with it as they start. For schedules made at run time (by an operator, per
+   * customer), use `schedules.create` instead.
+   */
+  schedule(spec: ScheduleSpec): this {
+    this.declaredSchedules.push(spec);
+    return this;
+  }
+
   /** A worker for this schema and these tasks; call `start()` on it. */
   worker(options: Partial<Omit<WorkerOptions, "schema">> = {}): Worker {
     const connectionString = options.connectionString ?? this.connectionString;
@@ -395,6 +416,8 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     return new Worker({
       logger: this.logger,
       pooler: this.pooler,
+      declaredSchedules: [...this.declaredSchedules],
+      prepareJob: (job) => this.prepare(job),
       ...(this.networkTimeoutMs !== undefined ? { networkTimeoutMs: this.networkTimeoutMs } : {}),
       ...options,
       connectionString,

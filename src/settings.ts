@@ -396,6 +396,26 @@ export const SETTINGS = {
     description: "LISTEN/NOTIFY wake-ups; off polls only (PgBouncer in transaction mode).",
     commands: RUNS_JOBS,
   }),
+  schedules: setting({
+    env: "PGWAKE_SCHEDULES",
+    flag: "schedules",
+    switch: true,
+    default: true,
+    parse: onOff,
+    description:
+      "Fire cron schedules from this process (every worker shares the work; one job per tick).",
+    commands: RUNS_JOBS,
+  }),
+  scheduleOwner: setting({
+    env: "PGWAKE_SCHEDULE_OWNER",
+    flag: "schedule-owner",
+    placeholder: "name",
+    default: "default",
+    parse: text.regex(NAME, "must be 1-128 of A-Z a-z 0-9 _ . : -"),
+    description:
+      "Deployment group owning the schedules its tasks declare: give deployments with different task modules sharing a schema different owners.",
+    commands: RUNS_JOBS,
+  }),
   bufferMs: setting({
     env: "PGWAKE_BUFFER_MS",
     flag: "buffer-ms",

@@ -4,6 +4,7 @@ import type { BackoffOptions } from "./jobs/backoff.ts";
 import type { QueueLimits } from "./jobs/flowControl.ts";
 import type { Job } from "./jobs/types.ts";
 import type { Logger } from "./logger.ts";
+import type { TaskScheduleSpec } from "./schedules/reconcile.ts";
 
 /** What a handler gets besides its payload. */
 export interface JobContext {
@@ -49,6 +50,13 @@ export interface TaskDefinition<Payload = unknown, Name extends string = string,
    * an operator set (HTTP, CLI, SQL, `setQueueLimits`) win. Tasks sharing a queue must agree.
    */
   queueLimits?: QueueLimits;
+  /**
+   * Cron schedules that make jobs of this task (docs/schedules.md): `{ cron: "0 3 * * *",
+   * timeZone: "Europe/Berlin", payload: {…} }`. Workers running the task keep the database's
+   * schedules in step with these as they start. One schedule may leave out its name (it takes
+   * the task's); several need their own.
+   */
+  schedules?: TaskScheduleSpec | readonly TaskScheduleSpec[];
   /** An example payload, shown in the API documentation. */
   example?: Input;
 }

@@ -2,6 +2,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import type { Pgwake } from "../client.ts";
 import { type Logger, silentLogger } from "../logger.ts";
+import { scheduleRoutes } from "../schedules/routes.ts";
 import { type AccessSettings, type ApiDeps, schemaSqlOf } from "./context.ts";
 import { apiDocument, registerSecurity } from "./document.ts";
 import { ApiError, errorHandler, renderError } from "./errors.ts";
@@ -114,6 +115,7 @@ export function createApp(options: ApiOptions): OpenAPIHono<ApiEnv> {
   registerSecurity(app, access);
   app.route("/", jobRoutes(deps));
   app.route("/", queueRoutes(deps));
+  app.route("/", scheduleRoutes(deps));
   app.route("/", systemRoutes(deps, openapi));
   app.route("/", docsRoutes(deps));
   return app;

@@ -1,4 +1,5 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
+import { SCHEDULES_TAG } from "../schedules/routes.ts";
 import type { AccessSettings } from "./context.ts";
 import type { ApiEnv } from "./types.ts";
 
@@ -12,6 +13,7 @@ const TAGS = [
     name: "flow control",
     description: "Limits of a queue across every worker: concurrency, per key, rates, fairness",
   },
+  SCHEDULES_TAG,
   { name: "system", description: "Health, readiness and metrics" },
   { name: "docs", description: "This documentation" },
 ];

@@ -343,6 +343,151 @@ export type RetryResult = {
   job: Job;
 };
 
+export type Schedule = {
+  name: string;
+  cron: string;
+  timeZone: string;
+  task: string;
+  payload?: unknown;
+  queue: string | null;
+  priority: number | null;
+  maxAttempts: number | null;
+  timeoutMs: number | null;
+  catchUp: "skip" | "once" | "each";
+  catchUpLimit: number;
+  overlap: "allow" | "skip";
+  paused: boolean;
+  /** The next tick to decide (in the past while catching up; null until planned). */
+  nextRunAt: Timestamp | null;
+  lastTickAt: Timestamp | null;
+  lastJobId: number | null;
+  invalidReason: string | null;
+  definedBy: "code" | "http" | "cli" | "library" | "sql";
+  owner: string | null;
+  definitionHash: string | null;
+  revision: number;
+  ticksFired: number;
+  ticksSkipped: number;
+  ticksLate: number;
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
+};
+
+export type ScheduleDetails = {
+  schedule: Schedule;
+  /** The expression's next times after now. */
+  upcoming: Array<Timestamp>;
+  /** Newest first. */
+  runs: Array<ScheduleRun>;
+};
+
+export type ScheduleInput = {
+  /** 5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or a shortcut (@hourly, @daily, @weekly, @monthly, @yearly). */
+  cron: string;
+  /** IANA time zone the expression is read in. */
+  timeZone?: string;
+  task: string;
+  /** The payload of every job it makes. */
+  payload?: unknown;
+  queue?: string | null;
+  priority?: number | null;
+  maxAttempts?: number | null;
+  timeoutMs?: number | null;
+  /** Missed ticks after downtime or a pause: skip them, run once for all, or run each up to catchUpLimit (default once). */
+  catchUp?: "skip" | "once" | "each";
+  /** With catchUp "each": most missed ticks run (default 100). */
+  catchUpLimit?: number;
+  /** "skip": no job while the previous one is pending or running (default allow). */
+  overlap?: "allow" | "skip";
+  paused?: boolean;
+  name: string;
+};
+
+export type ScheduleManualRun = {
+  id: number;
+  tickAt: Timestamp;
+  trigger: "cron" | "manual";
+  outcome: "fired" | "skipped";
+  skipReason: "missed" | "merged" | "beyond_limit" | "overlap" | null;
+  /** Ticks the row stands for (a skipped range). */
+  ticks: number;
+  lastTickAt: Timestamp;
+  jobId: number | null;
+  lateMs: number | null;
+  decidedAt: Timestamp;
+};
+
+export type SchedulePage = {
+  schedules: Array<Schedule>;
+  nextCursor: string | null;
+};
+
+export type ScheduleRun = {
+  id: number;
+  tickAt: Timestamp;
+  trigger: "cron" | "manual";
+  outcome: "fired" | "skipped";
+  skipReason: "missed" | "merged" | "beyond_limit" | "overlap" | null;
+  /** Ticks the row stands for (a skipped range). */
+  ticks: number;
+  lastTickAt: Timestamp;
+  jobId: number | null;
+  lateMs: number | null;
+  decidedAt: Timestamp;
+  /** The job now; null when skipped or gone. */
+  job: ScheduleRunJob | null;
+};
+
+export type ScheduleRunJob = {
+  id: number;
+  status: string;
+  attempts: number;
+  maxAttempts: number;
+  createdAt: Timestamp;
+  startedAt: Timestamp | null;
+  finishedAt: Timestamp | null;
+  lastError?: unknown;
+};
+
+export type ScheduleTrigger = {
+  job: {
+    id: number;
+    queue: string;
+    task: string;
+    status: string;
+    runAt: Timestamp;
+    createdAt: Timestamp;
+  };
+  run: ScheduleManualRun | null;
+  duplicate: boolean;
+};
+
+export type ScheduleTriggerRequest = {
+  /** A repeated trigger with the same key returns the first trigger's job. */
+  idempotencyKey?: string;
+};
+
+export type ScheduleUpdate = {
+  /** 5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, or a shortcut (@hourly, @daily, @weekly, @monthly, @yearly). */
+  cron?: string;
+  /** IANA time zone the expression is read in. */
+  timeZone?: string;
+  task?: string;
+  /** The payload of every job it makes. */
+  payload?: unknown;
+  queue?: string | null;
+  priority?: number | null;
+  maxAttempts?: number | null;
+  timeoutMs?: number | null;
+  /** Missed ticks after downtime or a pause: skip them, run once for all, or run each up to catchUpLimit (default once). */
+  catchUp?: "skip" | "once" | "each";
+  /** With catchUp "each": most missed ticks run (default 100). */
+  catchUpLimit?: number;
+  /** "skip": no job while the previous one is pending or running (default allow). */
+  overlap?: "allow" | "skip";
+  paused?: boolean;
+};
+
 /** Jobs to add together: all or none. */
 export type SubmitBatch = {
   jobs: Array<SubmitJob>;
@@ -1278,6 +1423,548 @@ export interface Operations {
       default: ErrorResponse;
     };
   };
+  /** Create a schedule */
+  createSchedule: {
+    method: "POST";
+    path: "/schedules";
+    params: Record<string, never>;
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: ScheduleInput;
+    bodyRequired: true;
+    responses: {
+      201: Schedule;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      409: {
+        error: {
+          code: "CONFLICT";
+          message: string;
+          details?: unknown;
+        };
+      };
+      413: {
+        error: {
+          code: "PAYLOAD_TOO_LARGE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      415: {
+        error: {
+          code: "UNSUPPORTED_MEDIA_TYPE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      422: {
+        error: {
+          code: "UNKNOWN_TASK" | "INVALID_PAYLOAD";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** List schedules in name order */
+  listSchedules: {
+    method: "GET";
+    path: "/schedules";
+    params: Record<string, never>;
+    query: {
+      /** The previous page's nextCursor. */
+      after?: string;
+      /** Schedules per page (default 50). */
+      limit?: number;
+      /** Only schedules of this task. */
+      task?: string;
+      /** Only paused (or active) ones. */
+      paused?: "true" | "false";
+      /** Only those defined this way. */
+      definedBy?: "code" | "http" | "cli" | "library" | "sql";
+    };
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: SchedulePage;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Pause a schedule */
+  pauseSchedule: {
+    method: "POST";
+    path: "/schedules/{name}/pause";
+    params: {
+      name: string;
+    };
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: Schedule;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Resume a schedule */
+  resumeSchedule: {
+    method: "POST";
+    path: "/schedules/{name}/resume";
+    params: {
+      name: string;
+    };
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: Schedule;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Make the schedule's job now */
+  triggerSchedule: {
+    method: "POST";
+    path: "/schedules/{name}/trigger";
+    params: {
+      name: string;
+    };
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: ScheduleTriggerRequest;
+    bodyRequired: false;
+    responses: {
+      201: ScheduleTrigger;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      413: {
+        error: {
+          code: "PAYLOAD_TOO_LARGE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      415: {
+        error: {
+          code: "UNSUPPORTED_MEDIA_TYPE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** A schedule, its next times, its newest runs and their jobs */
+  getSchedule: {
+    method: "GET";
+    path: "/schedules/{name}";
+    params: {
+      name: string;
+    };
+    query: {
+      /** Newest runs shown (default 10). */
+      runs?: number | null;
+      /** Next times shown (default 5). */
+      upcoming?: number | null;
+    };
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: ScheduleDetails;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Change a schedule */
+  updateSchedule: {
+    method: "PATCH";
+    path: "/schedules/{name}";
+    params: {
+      name: string;
+    };
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: ScheduleUpdate;
+    bodyRequired: true;
+    responses: {
+      200: Schedule;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      409: {
+        error: {
+          code: "CONFLICT";
+          message: string;
+          details?: unknown;
+        };
+      };
+      413: {
+        error: {
+          code: "PAYLOAD_TOO_LARGE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      415: {
+        error: {
+          code: "UNSUPPORTED_MEDIA_TYPE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      422: {
+        error: {
+          code: "UNKNOWN_TASK" | "INVALID_PAYLOAD";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Delete a schedule and its run records */
+  deleteSchedule: {
+    method: "DELETE";
+    path: "/schedules/{name}";
+    params: {
+      name: string;
+    };
+    query: {
+      /** Also delete a code-defined schedule (the next worker start recreates it). */
+      force?: "true" | "false";
+    };
+    headers: Record<string, never>;
+    body: undefined;
+    bodyRequired: false;
+    responses: {
+      200: Schedule;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      404: {
+        error: {
+          code: "NOT_FOUND";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      409: {
+        error: {
+          code: "CONFLICT";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
   /** Liveness: the process answers (no database) */
   health: {
     method: "GET";
@@ -1453,6 +2140,14 @@ export const OPERATIONS = {
   setQueueLimits: { method: "PUT", path: "/queues/{name}/limits" },
   deleteQueueLimits: { method: "DELETE", path: "/queues/{name}/limits" },
   listQueueKeys: { method: "GET", path: "/queues/{name}/keys" },
+  createSchedule: { method: "POST", path: "/schedules" },
+  listSchedules: { method: "GET", path: "/schedules" },
+  pauseSchedule: { method: "POST", path: "/schedules/{name}/pause" },
+  resumeSchedule: { method: "POST", path: "/schedules/{name}/resume" },
+  triggerSchedule: { method: "POST", path: "/schedules/{name}/trigger" },
+  getSchedule: { method: "GET", path: "/schedules/{name}" },
+  updateSchedule: { method: "PATCH", path: "/schedules/{name}" },
+  deleteSchedule: { method: "DELETE", path: "/schedules/{name}" },
   health: { method: "GET", path: "/health" },
   ready: { method: "GET", path: "/ready" },
   metrics: { method: "GET", path: "/metrics" },

@@ -61,6 +61,11 @@ export interface ReconcileOptions extends TaskKnowledge {
   owner?: string;
   /** Delete this owner's code schedules that are no longer declared (default true). */
   prune?: boolean;
+  /**
+   * Delete only those of these tasks (a worker prunes the schedules of the tasks it runs, not
+   * another deployment's); default: of any task.
+   */
+  pruneTasks?: readonly string[];
 }
 
 export interface ReconcileResult {
@@ -109,6 +114,7 @@ export async function reconcileSchedules(
   const changes = await upsertCodeSchedules(db, sql, definitions, {
     owner,
     prune: options.prune ?? true,
+    pruneTasks: options.pruneTasks ?? null,
   });
   const written = changes.filter((c) => c.action === "created" || c.action === "updated");
   if (written.length > 0) {

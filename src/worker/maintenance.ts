@@ -9,6 +9,7 @@ import {
 } from "../jobs/maintenance.ts";
 import { pruneMinuteCounts } from "../jobs/stats.ts";
 import type { Logger } from "../logger.ts";
+import { pruneScheduleRuns } from "../schedules/sql/pruneRuns.ts";
 
 /** One maintenance duty: its own timer, its own statements, its own failures. */
 export interface MaintenanceService {
@@ -109,6 +110,24 @@ export class Maintenance {
         return keyed || recounted || forgotten
           ? { keyedJobs: keyed, recountedSlots: recounted, forgottenKeys: forgotten }
           : undefined;
+      },
+    });
+    this.add({
+      name: "schedule-runs",
+      intervalMs: () => Math.max(every, 60_000),
+      run: async () => {
+        if (options.retentionMs === null) return undefined;
+        // Batches of 1,000 until the backlog is gone (each schedule keeps its newest runs).
+        let pruned = 0;
+        for (let batch = 0; batch < 100; batch++) {
+          const n = await pruneScheduleRuns(pool, sql, {
+            olderThanMs: options.retentionMs,
+            limit: 1_000,
+          });
+          pruned += n;
+          if (n < 1_000) break;
+        }
+        return pruned ? { prunedScheduleRuns: pruned } : undefined;
       },
     });
     this.add({

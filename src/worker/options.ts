@@ -2,7 +2,9 @@ import type pg from "pg";
 import type { Registry } from "prom-client";
 import { DEFAULT_NETWORK_TIMEOUT_MS } from "../db/pool.ts";
 import { PgwakeError } from "../errors.ts";
+import type { NewJob } from "../jobs/enqueue.ts";
 import type { Logger } from "../logger.ts";
+import type { ScheduleSpec } from "../schedules/definition.ts";
 import type { AnyTaskDefinition, TaskRegistry } from "../tasks.ts";
 
 /** A queue a worker serves, with at most `slots` of its handler slots (default: any). */
@@ -79,6 +81,22 @@ export interface WorkerOptions {
   logger?: Logger;
   /** Where the worker's Prometheus metrics go (default: a registry of its own, `worker.metrics`). */
   metricsRegistry?: Registry;
+  /**
+   * Fire cron schedules (docs/schedules.md) from this process. Every worker does by default and
+   * they share the work: each tick makes one job whichever process decides it. false leaves the
+   * schedules to other processes.
+   */
+  schedules?: boolean;
+  /**
+   * The deployment group owning the schedules declared in code (tasks' `schedules`,
+   * `declaredSchedules`): a worker deletes its group's code schedules of the tasks it runs that
+   * are no longer declared. Deployments sharing a schema with different code use different owners.
+   */
+  scheduleOwner?: string;
+  /** Schedules declared in code besides the tasks' own (`Pgwake.schedule`). */
+  declaredSchedules?: readonly ScheduleSpec[];
+  /** Checks a declared schedule's jobs as an enqueue would (`Pgwake.prepare`). */
+  prepareJob?: (job: NewJob) => NewJob;
 }
 
 /** Defaults of every worker option (the CLI's settings declare the same values). */
@@ -100,6 +118,8 @@ export const WORKER_DEFAULTS = {
   networkTimeoutMs: DEFAULT_NETWORK_TIMEOUT_MS,
   poolSize: 4,
   pooler: false,
+  schedules: true,
+  scheduleOwner: "default",
 };
 
 export type ResolvedWorkerOptions = typeof WORKER_DEFAULTS & {
@@ -140,6 +160,8 @@ export function resolveWorkerOptions(options: WorkerOptions): ResolvedWorkerOpti
     networkTimeoutMs: pick("networkTimeoutMs"),
     poolSize: pick("poolSize"),
     pooler: pick("pooler"),
+    schedules: pick("schedules"),
+    scheduleOwner: pick("scheduleOwner"),
   };
   if (!(resolved.concurrency >= 1))
     throw new PgwakeError("INVALID_OPTIONS", "concurrency must be at least 1");

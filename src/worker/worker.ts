@@ -6,13 +6,17 @@ import { createPool, SocketTracker } from "../db/pool.ts";
 import { SchemaSql, statement } from "../db/sql.ts";
 import { PgwakeError } from "../errors.ts";
 import type { ClaimedJob } from "../jobs/claim.ts";
-import { DEFAULT_QUEUE } from "../jobs/enqueue.ts";
+import { DEFAULT_QUEUE, type NewJob } from "../jobs/enqueue.ts";
 import { type QueueLimits, setQueueLimits } from "../jobs/flowControl.ts";
 import { removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
 import { returnJobs } from "../jobs/returnJobs.ts";
 import { addMinuteCounts, MinuteCounter } from "../jobs/stats.ts";
 import type { Job } from "../jobs/types.ts";
 import { type Logger, silentLogger } from "../logger.ts";
+import type { ScheduleSpec } from "../schedules/definition.ts";
+import { ScheduleLoop } from "../schedules/loop.ts";
+import { ScheduleMetrics } from "../schedules/metrics.ts";
+import { reconcileSchedules, schedulesOfTasks } from "../schedules/reconcile.ts";
 import { TaskRegistry } from "../tasks.ts";
 import { ClaimScheduler } from "./claimScheduler.ts";
 import { JobRunner, type RunOutcome } from "./jobRunner.ts";
@@ -110,6 +114,9 @@ export class Worker {
   private fencedJobs: Job[] = [];
   private state: WorkerState = "idle";
   private readonly taskLimits: Map<string, QueueLimits>;
+  private readonly declaredSchedules: readonly ScheduleSpec[] | undefined;
+  private readonly prepareJob: ((job: NewJob) => NewJob) | undefined;
+  private scheduleLoop: ScheduleLoop | undefined;
   private stopping: Promise<void> | undefined;
   private readonly background = new Set<Promise<unknown>>();
 
@@ -123,6 +130,8 @@ export class Worker {
     if (this.registry.size === 0)
       throw new PgwakeError("INVALID_OPTIONS", "a worker needs at least one task");
     this.taskLimits = taskQueueLimits(this.registry);
+    this.declaredSchedules = options.declaredSchedules;
+    this.prepareJob = options.prepareJob;
     this.metrics = new WorkerMetrics(
       {
         running: () => this.runner.size,
@@ -307,6 +316,31 @@ export class Worker {
     }
   }
 
+  /**
+   * Makes the database's code-defined schedules those this deployment declares (its tasks'
+   * `schedules` and `declaredSchedules`): created, rewritten when they differ (the last
+   * deployment to start wins, logged), and this owner's schedules of the tasks this worker runs
+   * deleted once no longer declared. A name defined another way (HTTP, CLI, SQL) is never taken.
+   */
+  private async reconcileCodeSchedules(): Promise<void> {
+    const specs = [...schedulesOfTasks(this.registry), ...(this.declaredSchedules ?? [])];
+    const result = await reconcileSchedules(this.pool, this.sql, specs, {
+      owner: this.opts.scheduleOwner,
+      pruneTasks: this.registry.names(),
+      ...(this.prepareJob ? { prepareJob: this.prepareJob } : { tasks: this.registry }),
+    });
+    const { created, updated, deleted, conflicts } = result;
+    if (created.length + updated.length + deleted.length > 0) {
+      this.logger.info({ created, updated, deleted }, "code schedules written");
+    }
+    if (conflicts.length > 0) {
+      this.logger.warn(
+        { conflicts },
+        "schedules declared in code have names already used by schedules defined over HTTP, the CLI or SQL: those are kept",
+      );
+    }
+  }
+
   /** Registers the worker, opens the LISTEN connection and starts claiming. */
   async start(): Promise<void> {
     if (this.state !== "idle") throw new PgwakeError("INVALID_OPTIONS", "a worker starts once");
@@ -314,6 +348,7 @@ export class Worker {
     try {
       await this.lease.start();
       await this.applyTaskLimits();
+      await this.reconcileCodeSchedules();
       if (!this.opts.queues) await this.discoverQueues();
     } catch (error) {
       this.state = "stopped";
@@ -342,6 +377,14 @@ export class Worker {
       this.listener.start();
     }
     this.maintenance?.start();
+    if (this.opts.schedules) {
+      const metrics = new ScheduleMetrics(this.metrics.registry);
+      this.scheduleLoop = new ScheduleLoop(this.pool, this.sql, {
+        logger: this.logger,
+        onPass: (result) => metrics.observe(result),
+      });
+      this.scheduleLoop.start();
+    }
     this.schedulePoll();
     this.rateTimer = setInterval(() => this.updateRates(), 250);
     this.countsTimer = setInterval(() => this.track(this.flushCounts()), COUNTS_FLUSH_MS);
@@ -749,6 +792,10 @@ export class Worker {
     clearTimeout(this.pollTimer);
     clearInterval(this.rateTimer);
     clearInterval(this.countsTimer);
+
+    // No new scheduled jobs from this process (a tick it did not fire is fired by another, or
+    // caught up by the next process to start).
+    await within(this.scheduleLoop?.stop() ?? Promise.resolve(), left());
 
     // Stop claiming; hand back what was claimed but never started.
     await within(

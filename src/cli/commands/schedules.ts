@@ -17,7 +17,8 @@ export function schedulesRunner(id: string): (ctx: CommandContext) => Promise<nu
         {
           db: pgwake.pool,
           sql: new SchemaSql(pgwake.schema),
-          tasks: pgwake.tasks,
+          // Checked as an enqueue would: schemas, task defaults, the unknown-task policy.
+          knowledge: { prepareJob: (job) => pgwake.prepare(job) },
           print: ctx.print,
         },
         { positionals: ctx.parsed.positionals, flags: ctx.parsed.extra },

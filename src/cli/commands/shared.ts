@@ -148,6 +148,8 @@ export async function startWorker(
     ...(config.queues ? { queues: config.queues } : {}),
     concurrency: config.concurrency,
     notify: config.notify,
+    schedules: config.schedules,
+    scheduleOwner: config.scheduleOwner,
     pollIntervalMs: config.pollIntervalMs,
     claimCooldownMs: config.claimCooldownMs,
     bufferMs: config.bufferMs,

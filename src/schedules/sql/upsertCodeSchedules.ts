@@ -9,7 +9,8 @@ import type { ScheduleSource } from "../types.ts";
 //   state and place (a changed expression or zone clears next_run_at, planned again from now);
 // - a name held by a schedule defined another way (HTTP, CLI, SQL, library) is left alone and
 //   reported as a conflict;
-// - with pruning, this owner's code schedules that are no longer declared are deleted.
+// - with pruning, this owner's code schedules that are no longer declared are deleted (only
+//   those of the given tasks, when tasks are given).
 // `before` reads the rows as they were, to tell inserted, rewritten and untouched apart.
 const UPSERT_CODE_SCHEDULES = statement(
   "schedules_upsert_code",
@@ -48,6 +49,7 @@ const UPSERT_CODE_SCHEDULES = statement(
    ), deleted AS (
      DELETE FROM {{schema}}.schedules s
      WHERE $3::boolean AND s.defined_by = 'code' AND s.owner = $2
+       AND ($4::text[] IS NULL OR s.task = ANY ($4::text[]))
        AND NOT EXISTS (SELECT 1 FROM input i WHERE i.name = s.name)
      RETURNING s.name, s.definition_hash
    )
@@ -78,7 +80,7 @@ export async function upsertCodeSchedules(
   db: Queryable,
   sql: SchemaSql,
   definitions: readonly ScheduleDefinition[],
-  options: { owner: string; prune: boolean },
+  options: { owner: string; prune: boolean; pruneTasks: readonly string[] | null },
 ): Promise<CodeScheduleChange[]> {
   const input = definitions.map((d) => ({
     name: d.name,
@@ -103,7 +105,7 @@ export async function upsertCodeSchedules(
     previous_owner: string | null;
   }>({
     ...sql.bind(UPSERT_CODE_SCHEDULES),
-    values: [JSON.stringify(input), options.owner, options.prune],
+    values: [JSON.stringify(input), options.owner, options.prune, options.pruneTasks],
   });
   return rows.map((row) => ({
     name: row.name,
