@@ -1,4 +1,6 @@
+import type { Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
 import type { ApiEnv } from "./types.ts";
@@ -38,5 +40,48 @@ export function serveApi(
       },
     );
     server.once("error", reject);
+    answerClientErrorsInOrder(server as unknown as Server);
+  });
+}
+
+/**
+ * Bytes that are not HTTP on a connection are answered with 400 (431 for headers too large) and
+ * the connection closed — but only after the response already owed on that connection is
+ * written. Node's default handler writes its 400 and closes at once: a job created by a valid
+ * request just before the bad bytes then existed without its 201 ever being sent, and a client
+ * that retried made a duplicate.
+ */
+function answerClientErrorsInOrder(server: Server): void {
+  server.removeAllListeners("clientError");
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+    if (error.code === "ECONNRESET" || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const answer = () => {
+      if (!socket.writable) return void socket.destroy();
+      const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
+      const body = JSON.stringify({
+        error: {
+          code: "MALFORMED_REQUEST",
+          message: tooLarge ? "request headers too large" : "the request is not valid HTTP/1.1",
+        },
+      });
+      socket.end(
+        `HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\n` +
+          "Content-Type: application/json\r\n" +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    };
+    // The response in progress on this connection, if any (Node keeps it on the socket).
+    const owed = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (owed && !owed.writableFinished) {
+      owed.once("finish", answer);
+      owed.once("close", () => {
+        if (!owed.writableFinished) socket.destroy();
+      });
+    } else {
+      answer();
+    }
   });
 }

@@ -1,10 +1,24 @@
 import { request as httpRequest } from "node:http";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "../../src/api/app.ts";
 import { type ApiServer, serveApi } from "../../src/api/server.ts";
 import { defineTask, Pgwake, type Worker } from "../../src/index.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
 import { deferred, waitFor } from "../helpers/wait.ts";
+
+/** Writes bytes on a fresh TCP connection and reads everything until the server closes it. */
+function rawExchange(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ port, host: "127.0.0.1" });
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.on("error", reject);
+    socket.on("close", () => resolve(Buffer.concat(chunks).toString("latin1")));
+    // Written without closing our side: the server is the one to close.
+    socket.on("connect", () => socket.write(bytes));
+  });
+}
 
 interface SubmitAnswer {
   job: { id: number; status: string };
@@ -138,6 +152,34 @@ describe("HTTP API over a real socket", () => {
       expect((await fetch(`${small.url}/health`)).status).toBe(200);
     } finally {
       await small.close();
+    }
+  });
+
+  it("writes the 201 of a job it created before answering bad bytes that follow on the connection", async () => {
+    // Issue 10, bug 10: Node's default clientError handler wrote a bare 400 and closed the socket
+    // before the 201 owed for the job, yet the job existed; a client retrying made a duplicate.
+    for (let round = 0; round < 5; round++) {
+      const marker = `pipelined-${round}-${Date.now()}`;
+      const body = JSON.stringify({
+        task: "quick",
+        queue: "open-q",
+        payload: { n: round },
+        idempotencyKey: marker,
+      });
+      const raw = await rawExchange(
+        server.port,
+        `POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}` +
+          "\u0000\u0001 this is not HTTP\r\n\r\n",
+      );
+      const created = await db.pgwake.listJobs({ queue: "open-q", limit: 500 });
+      const job = created.jobs.find((j) => j.idempotencyKey === marker);
+      // Either the job exists and its 201 was written first, or there is no job.
+      if (job) {
+        expect(raw, `round ${round}: the 201 precedes anything else`).toMatch(/^HTTP\/1\.1 201 /);
+        expect(raw).toContain(`"id":${job.id}`);
+      } else {
+        expect(raw).not.toMatch(/HTTP\/1\.1 201 /);
+      }
     }
   });
 
