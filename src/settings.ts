@@ -447,8 +447,8 @@ export const SETTINGS = {
     }),
     secret: true,
     description:
-      "A direct connection for the worker's LISTEN connection when DATABASE_URL goes through a transaction-mode pooler.",
-    commands: RUNS_JOBS,
+      "A direct connection (bypassing the pooler) for the worker's LISTEN connection and for migrations, when DATABASE_URL goes through a transaction-mode pooler.",
+    commands: ["start", "api", "worker", "migrate"],
   }),
   pooler: setting({
     env: "PGWAKE_POOLER",
