@@ -11,7 +11,13 @@ export type ErrorCode =
   | "CANCELLED"
   | "SHUTDOWN"
   | "HANDLER_ERROR"
-  | "DATABASE_UNAVAILABLE";
+  | "DATABASE_UNAVAILABLE"
+  /** No schedule has the name given. */
+  | "SCHEDULE_NOT_FOUND"
+  /** Refused by a schedule's state: the name is taken, it is defined in code, it kept changing. */
+  | "SCHEDULE_CONFLICT"
+  /** A schedule definition is invalid (expression, time zone, a setting, its owner); `details` lists the issues. */
+  | "INVALID_SCHEDULE";
 
 /** Base class of every error pgwake throws on purpose. */
 export class PgwakeError extends Error {

@@ -27,6 +27,9 @@ export const API_ERROR_CODES = [
   "DATABASE_UNAVAILABLE",
   "NOT_READY",
   "INTERNAL",
+  "SCHEDULE_NOT_FOUND",
+  "SCHEDULE_CONFLICT",
+  "INVALID_SCHEDULE",
 ] as const;
 
 /** One of {@link API_ERROR_CODES}. */
@@ -76,6 +79,12 @@ export function toApiError(error: unknown): ApiError {
         return new ApiError(400, "VALIDATION_FAILED", error.message);
       case "DATABASE_UNAVAILABLE":
         return unavailable(error);
+      case "SCHEDULE_NOT_FOUND":
+        return new ApiError(404, "SCHEDULE_NOT_FOUND", error.message, { details: error.details });
+      case "SCHEDULE_CONFLICT":
+        return new ApiError(409, "SCHEDULE_CONFLICT", error.message, { details: error.details });
+      case "INVALID_SCHEDULE":
+        return new ApiError(400, "INVALID_SCHEDULE", error.message, { details: error.details });
       default:
         break;
     }

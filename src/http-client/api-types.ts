@@ -39,7 +39,10 @@ export type ErrorCode =
   | "CONFLICT"
   | "DATABASE_UNAVAILABLE"
   | "NOT_READY"
-  | "INTERNAL";
+  | "INTERNAL"
+  | "SCHEDULE_NOT_FOUND"
+  | "SCHEDULE_CONFLICT"
+  | "INVALID_SCHEDULE";
 
 /** Every error the API answers. */
 export type ErrorResponse = {
@@ -1436,7 +1439,7 @@ export interface Operations {
       201: Schedule;
       400: {
         error: {
-          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          code: "VALIDATION_FAILED" | "INVALID_JSON" | "INVALID_SCHEDULE";
           message: string;
           details?: unknown;
         };
@@ -1464,7 +1467,7 @@ export interface Operations {
       };
       409: {
         error: {
-          code: "CONFLICT";
+          code: "SCHEDULE_CONFLICT";
           message: string;
           details?: unknown;
         };
@@ -1524,7 +1527,7 @@ export interface Operations {
       200: SchedulePage;
       400: {
         error: {
-          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          code: "VALIDATION_FAILED";
           message: string;
           details?: unknown;
         };
@@ -1565,6 +1568,7 @@ export interface Operations {
     method: "POST";
     path: "/schedules/{name}/pause";
     params: {
+      /** A schedule name: 1-128 of A-Z a-z 0-9 _ . : - */
       name: string;
     };
     query: Record<string, never>;
@@ -1575,7 +1579,7 @@ export interface Operations {
       200: Schedule;
       400: {
         error: {
-          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          code: "VALIDATION_FAILED";
           message: string;
           details?: unknown;
         };
@@ -1596,7 +1600,7 @@ export interface Operations {
       };
       404: {
         error: {
-          code: "NOT_FOUND";
+          code: "SCHEDULE_NOT_FOUND";
           message: string;
           details?: unknown;
         };
@@ -1623,6 +1627,7 @@ export interface Operations {
     method: "POST";
     path: "/schedules/{name}/resume";
     params: {
+      /** A schedule name: 1-128 of A-Z a-z 0-9 _ . : - */
       name: string;
     };
     query: Record<string, never>;
@@ -1633,7 +1638,7 @@ export interface Operations {
       200: Schedule;
       400: {
         error: {
-          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          code: "VALIDATION_FAILED";
           message: string;
           details?: unknown;
         };
@@ -1654,7 +1659,7 @@ export interface Operations {
       };
       404: {
         error: {
-          code: "NOT_FOUND";
+          code: "SCHEDULE_NOT_FOUND";
           message: string;
           details?: unknown;
         };
@@ -1681,6 +1686,7 @@ export interface Operations {
     method: "POST";
     path: "/schedules/{name}/trigger";
     params: {
+      /** A schedule name: 1-128 of A-Z a-z 0-9 _ . : - */
       name: string;
     };
     query: Record<string, never>;
@@ -1712,7 +1718,7 @@ export interface Operations {
       };
       404: {
         error: {
-          code: "NOT_FOUND";
+          code: "SCHEDULE_NOT_FOUND";
           message: string;
           details?: unknown;
         };
@@ -1753,6 +1759,7 @@ export interface Operations {
     method: "GET";
     path: "/schedules/{name}";
     params: {
+      /** A schedule name: 1-128 of A-Z a-z 0-9 _ . : - */
       name: string;
     };
     query: {
@@ -1768,7 +1775,7 @@ export interface Operations {
       200: ScheduleDetails;
       400: {
         error: {
-          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          code: "VALIDATION_FAILED";
           message: string;
           details?: unknown;
         };
@@ -1789,7 +1796,7 @@ export interface Operations {
       };
       404: {
         error: {
-          code: "NOT_FOUND";
+          code: "SCHEDULE_NOT_FOUND";
           message: string;
           details?: unknown;
         };
@@ -1816,6 +1823,7 @@ export interface Operations {
     method: "PATCH";
     path: "/schedules/{name}";
     params: {
+      /** A schedule name: 1-128 of A-Z a-z 0-9 _ . : - */
       name: string;
     };
     query: Record<string, never>;
@@ -1826,7 +1834,7 @@ export interface Operations {
       200: Schedule;
       400: {
         error: {
-          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          code: "VALIDATION_FAILED" | "INVALID_JSON" | "INVALID_SCHEDULE";
           message: string;
           details?: unknown;
         };
@@ -1847,7 +1855,7 @@ export interface Operations {
       };
       404: {
         error: {
-          code: "NOT_FOUND";
+          code: "SCHEDULE_NOT_FOUND";
           message: string;
           details?: unknown;
         };
@@ -1861,7 +1869,7 @@ export interface Operations {
       };
       409: {
         error: {
-          code: "CONFLICT";
+          code: "SCHEDULE_CONFLICT";
           message: string;
           details?: unknown;
         };
@@ -1902,6 +1910,7 @@ export interface Operations {
     method: "DELETE";
     path: "/schedules/{name}";
     params: {
+      /** A schedule name: 1-128 of A-Z a-z 0-9 _ . : - */
       name: string;
     };
     query: {
@@ -1915,7 +1924,7 @@ export interface Operations {
       200: Schedule;
       400: {
         error: {
-          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          code: "VALIDATION_FAILED";
           message: string;
           details?: unknown;
         };
@@ -1936,7 +1945,7 @@ export interface Operations {
       };
       404: {
         error: {
-          code: "NOT_FOUND";
+          code: "SCHEDULE_NOT_FOUND";
           message: string;
           details?: unknown;
         };
@@ -1950,7 +1959,7 @@ export interface Operations {
       };
       409: {
         error: {
-          code: "CONFLICT";
+          code: "SCHEDULE_CONFLICT";
           message: string;
           details?: unknown;
         };

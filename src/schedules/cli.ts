@@ -356,7 +356,10 @@ async function cliCall<T>(call: () => Promise<T>): Promise<T> {
     return await call();
   } catch (error) {
     if (error instanceof ScheduleConflictError) throw new CommandError(error.message);
-    if (error instanceof PgwakeError && error.code === "INVALID_OPTIONS") {
+    if (
+      error instanceof PgwakeError &&
+      (error.code === "INVALID_SCHEDULE" || error.code === "INVALID_OPTIONS")
+    ) {
       const issues = error.details as Array<{ path: string; message: string }> | undefined;
       if (Array.isArray(issues) && issues.length > 0) {
         throw new UsageError(

@@ -44,14 +44,14 @@ const ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*$/;
 
 /** An invalid expression or zone, shaped like the API's validation issues. */
 export function invalidSchedule(path: "cron" | "timeZone", message: string): PgwakeError {
-  return new PgwakeError("INVALID_OPTIONS", `invalid ${path}: ${message}`, {
+  return new PgwakeError("INVALID_SCHEDULE", `invalid ${path}: ${message}`, {
     details: [{ path, message, code: path === "cron" ? "invalid_cron" : "invalid_time_zone" }],
   });
 }
 
 /**
  * Trims an expression and joins its fields with single spaces, so equal schedules are stored
- * (and hashed) alike. Throws INVALID_OPTIONS naming what is wrong; never parses the fields.
+ * (and hashed) alike. Throws INVALID_SCHEDULE naming what is wrong; never parses the fields.
  */
 export function normalizeCronExpression(input: string): string {
   const expression = input.trim().split(/\s+/).join(" ");
@@ -86,7 +86,7 @@ export function normalizeCronExpression(input: string): string {
 
 /**
  * The canonical name of an IANA time zone (`europe/berlin` → `Europe/Berlin`); throws
- * INVALID_OPTIONS for anything else, including UTC offsets such as `+02:00`, which have no rules.
+ * INVALID_SCHEDULE for anything else, including UTC offsets such as `+02:00`, which have no rules.
  */
 export function normalizeTimeZone(input: string = SCHEDULE_DEFAULTS.timeZone): string {
   const zone = input.trim();
@@ -112,7 +112,7 @@ const MAX_COMPILED = 10_000;
 
 /**
  * Validates an expression (5 or 6 fields, or a shortcut) in a zone (default UTC) and compiles
- * it. Throws INVALID_OPTIONS with a message naming the field or value at fault, and for an
+ * it. Throws INVALID_SCHEDULE with a message naming the field or value at fault, and for an
  * expression that names no time that ever comes (`0 0 30 2 *`).
  */
 export function compileSchedule(

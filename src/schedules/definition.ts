@@ -132,16 +132,16 @@ export interface ScheduleIssue {
 
 const MAX_ISSUES = 50;
 
-/** Throws INVALID_OPTIONS listing every issue, `details` holding them for the API. */
+/** Throws INVALID_SCHEDULE listing every issue, `details` holding them for the API. */
 export function invalidDefinition(issues: ScheduleIssue[], what = "schedule"): PgwakeError {
   return new PgwakeError(
-    "INVALID_OPTIONS",
+    "INVALID_SCHEDULE",
     `invalid ${what}: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
     { details: issues.slice(0, MAX_ISSUES) },
   );
 }
 
-/** Parses with a schema or throws INVALID_OPTIONS naming every bad field. */
+/** Parses with a schema or throws INVALID_SCHEDULE naming every bad field. */
 export function parseOrThrow<S extends z.ZodType>(
   schema: S,
   value: unknown,
@@ -182,7 +182,7 @@ export interface TaskKnowledge {
 /**
  * Validates a schedule and fills in its defaults. With `prepareJob` or `tasks`, its payload is
  * checked as a job's would be and the task's job options stand in for those the schedule leaves
- * out (`null` keeps the engine's default). Throws INVALID_OPTIONS (bad settings, with every issue
+ * out (`null` keeps the engine's default). Throws INVALID_SCHEDULE (bad settings, with every issue
  * in `details`), INVALID_PAYLOAD or UNKNOWN_TASK.
  */
 export function defineSchedule(spec: unknown, knowledge: TaskKnowledge = {}): ScheduleDefinition {

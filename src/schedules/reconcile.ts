@@ -43,7 +43,7 @@ export function schedulesOfTasks(
       const name = spec.name ?? (list.length === 1 ? task.name : undefined);
       if (name === undefined) {
         throw new PgwakeError(
-          "INVALID_OPTIONS",
+          "INVALID_SCHEDULE",
           `task "${task.name}" declares ${list.length} schedules: give each a name (schedule ${i + 1} has none)`,
         );
       }
@@ -89,7 +89,8 @@ export interface ReconcileResult {
  * - A name already used by a schedule defined another way is never taken over: reported as a
  *   conflict (delete that schedule to let the code own the name).
  * - With `prune` (default), code schedules of this owner that are no longer declared are deleted.
- * Throws INVALID_OPTIONS (or INVALID_PAYLOAD) before writing anything when a definition is bad.
+ * Throws INVALID_SCHEDULE (or INVALID_PAYLOAD, UNKNOWN_TASK) before writing anything when a
+ * definition is bad, and INVALID_OPTIONS for a bad owner.
  */
 export async function reconcileSchedules(
   db: Queryable,
@@ -106,7 +107,9 @@ export async function reconcileSchedules(
   for (const spec of specs) {
     const definition = defineSchedule(spec, options);
     if (seen.has(definition.name)) {
-      throw new PgwakeError("INVALID_OPTIONS", `schedule "${definition.name}" is declared twice`);
+      throw new PgwakeError("INVALID_SCHEDULE", `schedule "${definition.name}" is declared twice`, {
+        details: [{ path: "name", message: "declared twice", code: "duplicate" }],
+      });
     }
     seen.add(definition.name);
     definitions.push(definition);

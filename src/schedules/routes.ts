@@ -1,7 +1,6 @@
 import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "zod";
 import type { ApiDeps } from "../api/context.ts";
-import { ApiError, toApiError } from "../api/errors.ts";
 import { bodyRefusals, failure, jsonResponse } from "../api/responses.ts";
 import { mountRoute } from "../api/route.ts";
 import type { ApiEnv } from "../api/types.ts";
@@ -25,7 +24,6 @@ import {
   listSchedules,
   pauseSchedule,
   resumeSchedule,
-  ScheduleConflictError,
   triggerSchedule,
   updateSchedule,
 } from "./store.ts";
@@ -39,14 +37,18 @@ export const SCHEDULES_TAG = {
 };
 
 const NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
+const NAME_RULE = "a schedule name: 1-128 of A-Z a-z 0-9 _ . : -";
 const EXAMPLE_NAME = "nightly-report";
 const EXAMPLE_TIME = "2025-01-01T01:30:00.000Z";
 
 const NameParamsSchema = z.object({
   name: z
     .string()
-    .regex(NAME, "a schedule name: 1-128 of A-Z a-z 0-9 _ . : -")
-    .meta({ param: { name: "name", in: "path" }, example: EXAMPLE_NAME }),
+    .regex(NAME, NAME_RULE)
+    .meta({
+      description: "A schedule name: 1-128 of A-Z a-z 0-9 _ . : -",
+      param: { name: "name", in: "path", example: EXAMPLE_NAME },
+    }),
 });
 
 const ListQuerySchema = z.strictObject({
@@ -104,25 +106,45 @@ const TriggerBodySchema = z
   })
   .meta({ id: "ScheduleTriggerRequest", example: { idempotencyKey: "deploy-2025-01-01" } });
 
-const invalid = (field: string, message: string) =>
-  failure(
-    "A parameter or field is invalid (VALIDATION_FAILED, one issue per field; nothing was changed) or the body is not JSON (INVALID_JSON)",
-    ["VALIDATION_FAILED", "INVALID_JSON"],
-    {
-      message: `invalid schedule: ${field}: ${message}`,
-      details: [{ path: field, message, code: "custom" }],
-    },
-  );
-const invalidCron = invalid("cron", '"61 * * * *": Invalid value for minute: 61');
-const invalidName = invalid("name", "a schedule name: 1-128 of A-Z a-z 0-9 _ . : -");
-const notFound = failure("No schedule has this name", ["NOT_FOUND"], {
+/** 400 of the operations that take a schedule definition. */
+const invalidDefinition = failure(
+  "The name or a field is invalid (VALIDATION_FAILED, one issue per field: a bad expression, an unknown time zone…), the body is not JSON (INVALID_JSON), or the schedule cannot be stored (INVALID_SCHEDULE, e.g. text holding U+0000); nothing was changed",
+  ["VALIDATION_FAILED", "INVALID_JSON", "INVALID_SCHEDULE"],
+  {
+    message: "invalid schedule: cron",
+    details: [
+      { path: "cron", message: '"61 * * * *": Invalid value for minute: 61', code: "custom" },
+    ],
+  },
+);
+/** 400 of the operations that take only a name (and query parameters). */
+const invalidName = (what = "The schedule name or a query parameter is invalid") =>
+  failure(what, ["VALIDATION_FAILED"], {
+    message: "invalid path: name",
+    details: [{ path: "name", message: NAME_RULE, code: "invalid_format" }],
+  });
+const invalidTrigger = failure(
+  "The schedule name or the body is invalid (VALIDATION_FAILED), or the body is not JSON (INVALID_JSON)",
+  ["VALIDATION_FAILED", "INVALID_JSON"],
+  {
+    message: "invalid trigger: idempotencyKey",
+    details: [
+      {
+        path: "idempotencyKey",
+        message: "Too small: expected string to have >=1 characters",
+        code: "too_small",
+      },
+    ],
+  },
+);
+const notFound = failure("No schedule has this name", ["SCHEDULE_NOT_FOUND"], {
   message: `no schedule named "${EXAMPLE_NAME}"`,
   details: { name: EXAMPLE_NAME },
 });
 const conflict = (message: string, reason: string) =>
   failure(
-    "Refused by the schedule's state: the name is taken, it is defined in code, or it changed meanwhile",
-    ["CONFLICT"],
+    "Refused by the schedule's state (details.reason): the name is taken (exists), it is defined in code (defined_in_code), or it changed meanwhile (changed)",
+    ["SCHEDULE_CONFLICT"],
     { message, details: { reason } },
   );
 const unprocessable = failure(
@@ -203,7 +225,7 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
       request: { body: body(ScheduleSpecSchema, exampleSpec) },
       responses: {
         201: scheduleAnswer("The schedule, with its first tick"),
-        400: invalidCron,
+        400: invalidDefinition,
         409: conflict(`a schedule named "${EXAMPLE_NAME}" exists`, "exists"),
         ...refusals,
         422: unprocessable,
@@ -221,7 +243,12 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
           schedules: [exampleSchedule],
           nextCursor: null,
         }),
-        400: invalid("limit", "Too big: expected number to be <=500"),
+        400: failure("A query parameter is invalid", ["VALIDATION_FAILED"], {
+          message: "invalid query: limit",
+          details: [
+            { path: "limit", message: "Too big: expected number to be <=500", code: "too_big" },
+          ],
+        }),
       },
     }),
     pauseSchedule: createRoute({
@@ -234,7 +261,7 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
       request: { params: NameParamsSchema },
       responses: {
         200: scheduleAnswer("The paused schedule", { paused: true }),
-        400: invalidName,
+        400: invalidName("The schedule name is invalid"),
         404: notFound,
       },
     }),
@@ -249,7 +276,7 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
       request: { params: NameParamsSchema },
       responses: {
         200: scheduleAnswer("The resumed schedule"),
-        400: invalidName,
+        400: invalidName("The schedule name is invalid"),
         404: notFound,
       },
     }),
@@ -291,7 +318,7 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
             duplicate: false,
           },
         ),
-        400: invalidName,
+        400: invalidTrigger,
         404: notFound,
         ...refusals,
       },
@@ -328,7 +355,7 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
             },
           ],
         }),
-        400: invalidName,
+        400: invalidName(),
         404: notFound,
       },
     }),
@@ -350,7 +377,7 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
           nextRunAt: "2025-01-01T02:00:00.000Z",
           revision: 2,
         }),
-        400: invalidCron,
+        400: invalidDefinition,
         404: notFound,
         409: conflict(
           `schedule "${EXAMPLE_NAME}" is defined in code (owner "default"): change it there; only pause and resume apply here`,
@@ -370,7 +397,7 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
       request: { params: NameParamsSchema, query: DeleteQuerySchema },
       responses: {
         200: scheduleAnswer("The deleted schedule", { cron: "0 3 * * *", revision: 2 }),
-        400: invalidName,
+        400: invalidName(),
         404: notFound,
         409: conflict(
           `schedule "${EXAMPLE_NAME}" is defined in code: remove it there (a worker start would recreate it), or pause it`,
@@ -385,7 +412,9 @@ export function scheduleRouteDefinitions(deps: Pick<ApiDeps, "exampleTask" | "bo
  * The schedule routes, mounted the API's way (`mountRoute`: documented from the same definitions
  * that validate requests, keys checked, 503 until the schema is current). Mount with
  * `app.route("/", scheduleRoutes(deps))` and declare SCHEDULES_TAG in the document. Invalid input
- * is 400 and changes nothing; an unknown schedule is 404; conflicts are 409.
+ * is 400 and changes nothing; an unknown schedule is 404 SCHEDULE_NOT_FOUND; conflicts are 409
+ * SCHEDULE_CONFLICT. The store's refusals are PgwakeErrors, rendered by the API's one mapping
+ * (src/api/errors.ts `toApiError`).
  */
 export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>();
@@ -406,7 +435,7 @@ export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     deps,
     routes.createSchedule,
     async (_c, { body }) => {
-      const schedule = await answer(() => createSchedule(db, sql, body, writeOptions));
+      const schedule = await createSchedule(db, sql, body, writeOptions);
       return { status: 201, body: scheduleJson(schedule) };
     },
     options,
@@ -457,8 +486,11 @@ export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     routes.triggerSchedule,
     async (_c, { params, body }) => {
       const key = body?.idempotencyKey;
-      const triggered = await answer(() =>
-        triggerSchedule(db, sql, params.name, key !== undefined ? { idempotencyKey: key } : {}),
+      const triggered = await triggerSchedule(
+        db,
+        sql,
+        params.name,
+        key !== undefined ? { idempotencyKey: key } : {},
       );
       return { status: 201, body: triggerResultJson(found(params.name, triggered)) };
     },
@@ -484,7 +516,7 @@ export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     deps,
     routes.updateSchedule,
     async (_c, { params, body }) => {
-      const schedule = await answer(() => updateSchedule(db, sql, params.name, body, writeOptions));
+      const schedule = await updateSchedule(db, sql, params.name, body, writeOptions);
       return { status: 200, body: scheduleJson(found(params.name, schedule)) };
     },
     { ...options, bodyName: "schedule update" },
@@ -496,7 +528,7 @@ export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
     routes.deleteSchedule,
     async (_c, { params, query }) => {
       const force = query.force === "true";
-      const schedule = await answer(() => deleteSchedule(db, sql, params.name, { force }));
+      const schedule = await deleteSchedule(db, sql, params.name, { force });
       return { status: 200, body: scheduleJson(found(params.name, schedule)) };
     },
     options,
@@ -507,26 +539,9 @@ export function scheduleRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
 
 function found<T>(name: string, value: T | null): T {
   if (value === null) {
-    throw new ApiError(404, "NOT_FOUND", `no schedule named ${JSON.stringify(name)}`, {
+    throw new PgwakeError("SCHEDULE_NOT_FOUND", `no schedule named ${JSON.stringify(name)}`, {
       details: { name },
     });
   }
   return value;
-}
-
-/** Runs a store operation, turning its refusals into the API's errors. */
-async function answer<T>(operation: () => Promise<T>): Promise<T> {
-  try {
-    return await operation();
-  } catch (error) {
-    if (error instanceof ScheduleConflictError) {
-      throw new ApiError(409, "CONFLICT", error.message, { details: { reason: error.reason } });
-    }
-    if (error instanceof PgwakeError && error.code === "INVALID_OPTIONS") {
-      throw new ApiError(400, "VALIDATION_FAILED", error.message, {
-        ...(error.details !== undefined ? { details: error.details } : {}),
-      });
-    }
-    throw toApiError(error);
-  }
 }

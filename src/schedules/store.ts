@@ -28,14 +28,14 @@ import type { Schedule, ScheduleRun, ScheduleSource } from "./types.ts";
 
 /**
  * A schedule operation refused because of the schedule's state: the name is taken, the
- * schedule is defined in code, or it changed under a concurrent update. The API answers 409.
- * (Its code is INVALID_OPTIONS until the error codes gain a SCHEDULE_CONFLICT.)
+ * schedule is defined in code, or it changed under a concurrent update. Its code is
+ * SCHEDULE_CONFLICT, `reason` says which; the API answers 409.
  */
 export class ScheduleConflictError extends PgwakeError {
   readonly reason: "exists" | "defined_in_code" | "changed";
 
   constructor(reason: ScheduleConflictError["reason"], message: string, details?: unknown) {
-    super("INVALID_OPTIONS", message, { details: details ?? { reason } });
+    super("SCHEDULE_CONFLICT", message, { details: details ?? { reason } });
     this.name = "ScheduleConflictError";
     this.reason = reason;
   }
@@ -49,7 +49,7 @@ export interface ScheduleWriteOptions extends TaskKnowledge {
 
 /**
  * Creates a schedule and plans its first tick (the first after now, by the database's clock).
- * Throws INVALID_OPTIONS with every bad field (bad expression, unknown zone…), INVALID_PAYLOAD,
+ * Throws INVALID_SCHEDULE with every bad field (bad expression, unknown zone…), INVALID_PAYLOAD,
  * UNKNOWN_TASK (with `requireKnownTask`), or ScheduleConflictError when the name is taken.
  */
 export async function createSchedule(
@@ -296,9 +296,10 @@ export async function triggerSchedule(
   if (!triggered) return null;
   const job = await getJob(db, sql, triggered.jobId);
   if (!job) {
-    throw new PgwakeError(
-      "INVALID_OPTIONS",
-      `job ${triggered.jobId} of schedule "${name}" is gone`,
+    // Deleted between the trigger and this read (a retention pass, an operator): nothing to show.
+    throw new ScheduleConflictError(
+      "changed",
+      `job ${triggered.jobId} of schedule "${name}" was deleted meanwhile; try again`,
     );
   }
   return { job, run: triggered.run, duplicate: triggered.duplicate };

@@ -4,7 +4,9 @@ import { z } from "zod";
 import { createApp } from "../../src/api/app.ts";
 import { type ApiServer, serveApi } from "../../src/api/server.ts";
 import { BUILTIN_TASKS } from "../../src/builtin/index.ts";
+import { SchemaSql } from "../../src/db/sql.ts";
 import { Pgwake, type Worker } from "../../src/index.ts";
+import { reconcileSchedules } from "../../src/schedules/reconcile.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -52,6 +54,8 @@ interface Request {
 }
 
 const KEY = "roundtrip-key";
+/** A schedule defined in code, which the API may pause but not change or delete (409). */
+const CODE_SCHEDULE = "roundtrip-code";
 
 /** A validator for any schema of the document: zod's own JSON Schema reader, refs resolved. */
 function validatorOf(doc: Document) {
@@ -171,6 +175,13 @@ describe("the OpenAPI document, checked against the server", () => {
           .length > 0,
       { message: "worker registered" },
     );
+    // After the worker's start, which prunes its owner's code schedules of its tasks: another owner.
+    await reconcileSchedules(
+      db.pool,
+      new SchemaSql(db.schema),
+      [{ name: CODE_SCHEDULE, cron: "@yearly", task: "demo.echo", payload: { n: 0 } }],
+      { owner: "roundtrip", tasks: db.pgwake.tasks },
+    );
     const app = createApp({ pgwake: db.pgwake, apiKeys: [KEY], acceptUnknownTasks: false });
     server = await serveApi(app, { port: 0 });
     const res = await fetch(`${server.url}/openapi.json`, {
@@ -283,9 +294,9 @@ describe("the OpenAPI document, checked against the server", () => {
     for (const [path, endpoints] of byPath) {
       const [req] = exampleRequests(endpoints[0]!, true);
       // A method this path does not take.
-      const method = endpoints.some((e) => e.method.toUpperCase() === "DELETE")
-        ? "PATCH"
-        : "DELETE";
+      const method = ["DELETE", "PATCH", "PUT"].find(
+        (m) => !endpoints.some((e) => e.method.toUpperCase() === m),
+      )!;
       const res = await send({ ...req!, method, body: undefined });
       expect(res.status, `${method} ${path}`).toBe(405);
       expect(res.headers.get("allow")?.split(", ").sort()).toEqual(
@@ -319,6 +330,17 @@ describe("the OpenAPI document, checked against the server", () => {
     const cancelled = await submit({ task: "demo.echo", payload: { n: 2 }, delayMs: 3_600_000 });
     await send({ method: "POST", path: `/jobs/${cancelled}/cancel`, headers: auth });
     const big = JSON.stringify({ task: "demo.echo", payload: "x".repeat(2 * 1024 * 1024) });
+    // The examples deleted their schedule: one defined over HTTP for the refusals that need one.
+    const made = await send({
+      method: "POST",
+      path: "/schedules",
+      headers: json,
+      body: JSON.stringify({ name: "roundtrip-http", cron: "@yearly", task: "demo.echo" }),
+    });
+    expect(made.status, await made.text()).toBe(201);
+    const schedule = (name: string, suffix = "") => `/schedules/${name}${suffix}`;
+    const plain = { ...auth, "content-type": "text/plain" };
+    const codes: Record<string, string> = {};
 
     const cases: Array<[string, number, Request]> = [
       ["submitJob", 400, { method: "POST", path: "/jobs", headers: json, body: '{"task":""}' }],
@@ -451,13 +473,200 @@ describe("the OpenAPI document, checked against the server", () => {
       ],
       ["listQueueKeys", 404, { method: "GET", path: "/queues/defualt/keys", headers: auth }],
       ["docsFile", 404, { method: "GET", path: "/docs/package.json" }],
+      [
+        "createSchedule",
+        400,
+        {
+          method: "POST",
+          path: "/schedules",
+          headers: json,
+          body: JSON.stringify({ name: "bad", cron: "61 * * * *", task: "demo.echo" }),
+        },
+      ],
+      [
+        "createSchedule",
+        409,
+        {
+          method: "POST",
+          path: "/schedules",
+          headers: json,
+          body: JSON.stringify({ name: CODE_SCHEDULE, cron: "@daily", task: "demo.echo" }),
+        },
+      ],
+      ["createSchedule", 413, { method: "POST", path: "/schedules", headers: json, body: big }],
+      ["createSchedule", 415, { method: "POST", path: "/schedules", headers: plain, body: "{}" }],
+      [
+        "createSchedule",
+        422,
+        {
+          method: "POST",
+          path: "/schedules",
+          headers: json,
+          body: JSON.stringify({ name: "typo", cron: "@daily", task: "send-emial" }),
+        },
+      ],
+      [
+        "listSchedules",
+        400,
+        { method: "GET", path: "/schedules", query: { limit: "0" }, headers: auth },
+      ],
+      [
+        "pauseSchedule",
+        400,
+        { method: "POST", path: schedule("bad%20name", "/pause"), headers: auth },
+      ],
+      [
+        "pauseSchedule",
+        404,
+        { method: "POST", path: schedule("nightly-reprot", "/pause"), headers: auth },
+      ],
+      [
+        "resumeSchedule",
+        400,
+        { method: "POST", path: schedule("bad%20name", "/resume"), headers: auth },
+      ],
+      [
+        "resumeSchedule",
+        404,
+        { method: "POST", path: schedule("nightly-reprot", "/resume"), headers: auth },
+      ],
+      [
+        "triggerSchedule",
+        400,
+        {
+          method: "POST",
+          path: schedule("roundtrip-http", "/trigger"),
+          headers: json,
+          body: '{"idempotencyKey":""}',
+        },
+      ],
+      [
+        "triggerSchedule",
+        404,
+        { method: "POST", path: schedule("nightly-reprot", "/trigger"), headers: auth },
+      ],
+      [
+        "triggerSchedule",
+        413,
+        { method: "POST", path: schedule("roundtrip-http", "/trigger"), headers: json, body: big },
+      ],
+      [
+        "triggerSchedule",
+        415,
+        {
+          method: "POST",
+          path: schedule("roundtrip-http", "/trigger"),
+          headers: plain,
+          body: "{}",
+        },
+      ],
+      ["getSchedule", 400, { method: "GET", path: schedule("bad%20name"), headers: auth }],
+      ["getSchedule", 404, { method: "GET", path: schedule("nightly-reprot"), headers: auth }],
+      [
+        "updateSchedule",
+        400,
+        {
+          method: "PATCH",
+          path: schedule("roundtrip-http"),
+          headers: json,
+          body: '{"cron":"0 25 * * *"}',
+        },
+      ],
+      [
+        "updateSchedule",
+        404,
+        {
+          method: "PATCH",
+          path: schedule("nightly-reprot"),
+          headers: json,
+          body: '{"cron":"@daily"}',
+        },
+      ],
+      [
+        "updateSchedule",
+        409,
+        {
+          method: "PATCH",
+          path: schedule(CODE_SCHEDULE),
+          headers: json,
+          body: '{"cron":"@daily"}',
+        },
+      ],
+      [
+        "updateSchedule",
+        413,
+        { method: "PATCH", path: schedule("roundtrip-http"), headers: json, body: big },
+      ],
+      [
+        "updateSchedule",
+        415,
+        { method: "PATCH", path: schedule("roundtrip-http"), headers: plain, body: "{}" },
+      ],
+      [
+        "updateSchedule",
+        422,
+        {
+          method: "PATCH",
+          path: schedule("roundtrip-http"),
+          headers: json,
+          body: '{"task":"demo.sleep","payload":{"ms":-1}}',
+        },
+      ],
+      ["deleteSchedule", 400, { method: "DELETE", path: schedule("bad%20name"), headers: auth }],
+      [
+        "deleteSchedule",
+        404,
+        { method: "DELETE", path: schedule("nightly-reprot"), headers: auth },
+      ],
+      ["deleteSchedule", 409, { method: "DELETE", path: schedule(CODE_SCHEDULE), headers: auth }],
     ];
     for (const [operationId, status, req] of cases) {
       const where = `${operationId} ${status}`;
       const res = await send(req);
       expect(res.status, where).toBe(status);
-      await check(endpoint(operationId), res, where);
+      const body = await check(endpoint(operationId), res, where);
+      if (operationId.endsWith("Schedule") || operationId.endsWith("Schedules")) {
+        codes[where] = (body as { error: { code: string } }).error.code;
+      }
     }
+    // The schedule refusals name the schedule problem; none of them changed a schedule.
+    expect(codes).toMatchObject({
+      "createSchedule 409": "SCHEDULE_CONFLICT",
+      "updateSchedule 409": "SCHEDULE_CONFLICT",
+      "deleteSchedule 409": "SCHEDULE_CONFLICT",
+      "getSchedule 404": "SCHEDULE_NOT_FOUND",
+      "updateSchedule 404": "SCHEDULE_NOT_FOUND",
+      "createSchedule 422": "UNKNOWN_TASK",
+      "updateSchedule 422": "INVALID_PAYLOAD",
+    });
+    // A value only the store refuses (jsonb holds no U+0000): 400 INVALID_SCHEDULE, in the shape
+    // documented for the status.
+    const nul = await send({
+      method: "POST",
+      path: "/schedules",
+      headers: json,
+      body: JSON.stringify({
+        name: "nul",
+        cron: "@daily",
+        task: "demo.echo",
+        payload: { s: "a\u0000" },
+      }),
+    });
+    expect(nul.status).toBe(400);
+    const refused = (await check(endpoint("createSchedule"), nul, "createSchedule 400 nul")) as {
+      error: { code: string; details: Array<{ path: string }> };
+    };
+    expect(refused.error).toMatchObject({
+      code: "INVALID_SCHEDULE",
+      details: [{ path: "payload.s" }],
+    });
+    const left = await db.query<{ name: string; cron: string; defined_by: string }>(
+      "SELECT name, cron, defined_by FROM {{schema}}.schedules ORDER BY name",
+    );
+    expect(left).toEqual([
+      { name: CODE_SCHEDULE, cron: "@yearly", defined_by: "code" },
+      { name: "roundtrip-http", cron: "@yearly", defined_by: "http" },
+    ]);
   });
 
   it("answers 503 NOT_READY before migration and DATABASE_UNAVAILABLE without a database, on every route that needs it", async () => {
