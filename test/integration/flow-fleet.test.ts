@@ -1,0 +1,450 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  createAudit,
+  dbNow,
+  maxInQueue,
+  maxPerKey,
+  openGate,
+  runningNow,
+  startedCount,
+} from "../flow/fixtures/audit.ts";
+import { Fleet, type FleetWorker } from "../flow/fixtures/fleet.ts";
+import { work } from "../flow/fixtures/tasks.ts";
+import { createTestDb, type TestDb } from "../helpers/db.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+// Flow control across a fleet of 4 real worker processes with NOTIFY on (issue 12). Every figure
+// comes from the handlers' own audit rows (test/flow/fixtures/audit.ts). The fallback poll is
+// 120 s, far longer than this file runs: whatever a worker does within a test, it did because it
+// was told (a claim, a completion, a notification), not because a poll came by.
+
+const LEASE_MS = 3_000;
+const HEARTBEAT_MS = 500;
+const WORKERS = 4;
+
+let db: TestDb;
+let fleet: Fleet;
+
+beforeAll(async () => {
+  db = await createTestDb("flow_fleet", { tasks: [work] });
+  await createAudit(db);
+  fleet = new Fleet(db, {
+    concurrency: 32,
+    leaseMs: LEASE_MS,
+    heartbeatMs: HEARTBEAT_MS,
+    maintenanceIntervalMs: 250,
+    pollIntervalMs: 120_000,
+    poolSize: 3,
+  });
+  await fleet.start(WORKERS);
+});
+
+afterAll(async () => {
+  await fleet?.close();
+  await db?.close();
+});
+
+/** Submits `count` jobs of `flow.work` per key, keys interleaved (as tenants would submit). */
+async function submit(
+  queue: string,
+  keys: readonly (string | null)[],
+  count: number,
+  payload: Record<string, unknown>,
+): Promise<number[]> {
+  const jobs = [];
+  for (let i = 0; i < count; i++) {
+    for (const key of keys) {
+      jobs.push({ task: "flow.work", queue, payload, ...(key === null ? {} : { concurrencyKey: key }) });
+    }
+  }
+  const ids: number[] = [];
+  for (let i = 0; i < jobs.length; i += 5_000) {
+    const done = await db.pgwake.untyped().enqueueMany(jobs.slice(i, i + 5_000));
+    ids.push(...done.map((d) => d.job.id));
+  }
+  return ids;
+}
+
+const finishedCount = async (queue: string) =>
+  (
+    await db.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM {{schema}}.all_jobs WHERE queue = $1 AND status IN ('completed', 'failed', 'cancelled')",
+      [queue],
+    )
+  )[0]!.n;
+
+/** Waits until the queue's row (written by every claim of a limited queue) rests for `quietMs`. */
+async function waitForQuietQueue(queue: string, quietMs: number): Promise<void> {
+  let last = "";
+  let since = Date.now();
+  await waitFor(
+    async () => {
+      const rows = await db.query<{ v: string }>(
+        "SELECT xmin::text AS v FROM {{schema}}.queues WHERE name = $1",
+        [queue],
+      );
+      const version = rows[0]?.v ?? "";
+      if (version !== last) {
+        last = version;
+        since = Date.now();
+      }
+      return Date.now() - since >= quietMs;
+    },
+    { timeoutMs: 30_000, intervalMs: 50, message: `no claim of ${queue} for ${quietMs} ms` },
+  );
+}
+
+describe("the audit", () => {
+  it("sees more than 2 runs of one key at once when nothing limits them (so its checks can fail)", async () => {
+    await submit("unlimited", ["k"], 40, { ms: 300 });
+    await waitFor(async () => (await finishedCount("unlimited")) === 40, {
+      timeoutMs: 30_000,
+      message: "40 unlimited jobs to finish",
+    });
+    expect((await maxPerKey(db, "unlimited")).get("k")).toBeGreaterThan(2);
+  });
+});
+
+describe("per-key concurrency across 4 processes", () => {
+  it("never runs more than 2 jobs of a key at once, also while workers are SIGKILLed (their jobs count until their lease expires)", {
+    timeout: 120_000,
+  }, async () => {
+    const queue = "tenants";
+    const keys = Array.from({ length: 50 }, (_, i) => `tenant-${i}`);
+    await db.pgwake.setQueueLimits(queue, { keyConcurrency: 2 });
+    const total = keys.length * 40;
+    await submit(queue, keys, 40, { minMs: 60, maxMs: 160 });
+
+    // Two crashes, each of a worker holding running jobs, at a fifth and at half of the run.
+    const kills: { worker: FleetWorker; at: Date; held: number }[] = [];
+    for (const share of [0.2, 0.5]) {
+      await waitFor(async () => (await finishedCount(queue)) >= total * share, {
+        timeoutMs: 60_000,
+        intervalMs: 50,
+        message: `${share * 100}% of the jobs to finish`,
+      });
+      const held = async (w: FleetWorker) =>
+        (
+          await db.query<{ n: number }>(
+            "SELECT count(*)::integer AS n FROM {{schema}}.jobs WHERE lease_owner = $1 AND status = 'running'",
+            [w.id],
+          )
+        )[0]!.n;
+      // A worker that holds jobs right now.
+      let victim: FleetWorker | undefined;
+      let n = 0;
+      await waitFor(
+        async () => {
+          for (const w of fleet.alive) {
+            n = await held(w);
+            if (n > 0) {
+              victim = w;
+              return true;
+            }
+          }
+          return false;
+        },
+        { timeoutMs: 20_000, message: "a worker holding jobs" },
+      );
+      await fleet.kill(victim!);
+      kills.push({ worker: victim!, at: await dbNow(db), held: n });
+      await fleet.spawn();
+    }
+
+    await waitFor(async () => (await finishedCount(queue)) === total, {
+      timeoutMs: 90_000,
+      intervalMs: 100,
+      message: `all ${total} jobs to finish`,
+    });
+
+    // Every job ran to completion.
+    const statuses = await db.query<{ status: string; n: number }>(
+      "SELECT status, count(*)::integer AS n FROM {{schema}}.all_jobs WHERE queue = $1 GROUP BY status",
+      [queue],
+    );
+    expect(statuses).toEqual([{ status: "completed", n: total }]);
+
+    // The limit held: at most 2 runs per key at once, a killed run lasting until it was reaped.
+    const perKey = await maxPerKey(db, queue);
+    expect(perKey.size).toBe(keys.length);
+    const over = [...perKey].filter(([, n]) => n > 2);
+    expect(over).toEqual([]);
+    // ... and it was what held them back: most keys did run 2 at once.
+    expect([...perKey.values()].filter((n) => n === 2).length).toBeGreaterThanOrEqual(40);
+
+    // The killed runs: each was reaped after its worker's lease ran out (not before), and its
+    // job ran again only after that.
+    const killed = await db.query<{
+      job_id: number;
+      attempt: number;
+      worker_id: string;
+      reaped_at: Date | null;
+      next_start: Date | null;
+    }>(
+      `SELECT a.job_id, a.attempt, a.worker_id,
+              (SELECT min(e.at) FROM {{schema}}.job_events e
+               WHERE e.job_id = a.job_id AND e.attempt = a.attempt AND e.kind = 'lease_expired') AS reaped_at,
+              (SELECT min(b.started_at) FROM {{schema}}.flow_audit b
+               WHERE b.job_id = a.job_id AND b.attempt > a.attempt) AS next_start
+       FROM {{schema}}.flow_audit a WHERE a.queue = $1 AND a.ended_at IS NULL`,
+      [queue],
+    );
+    expect(killed.length).toBeGreaterThan(0);
+    for (const run of killed) {
+      const kill = kills.find((k) => k.worker.id === run.worker_id);
+      expect(kill, `run of job ${run.job_id} left unfinished by a live worker`).toBeDefined();
+      expect(run.reaped_at, `job ${run.job_id} reaped`).not.toBeNull();
+      // The lease was renewed at most one heartbeat before the kill.
+      expect(run.reaped_at!.getTime() - kill!.at.getTime()).toBeGreaterThanOrEqual(
+        LEASE_MS - HEARTBEAT_MS - 100,
+      );
+      expect(run.next_start!.getTime()).toBeGreaterThan(run.reaped_at!.getTime());
+    }
+
+    // Waiting for a slot burnt no attempt: a job's attempts are its first plus one per time it
+    // was taken back from a killed worker (running, or claimed and waiting in its buffer).
+    const attempts = await db.query<{ id: number; attempts: number; reaped: string[] }>(
+      `SELECT j.id, j.attempts,
+              coalesce((SELECT array_agg(e.worker_id) FROM {{schema}}.job_events e
+                        WHERE e.job_id = j.id AND e.kind = 'lease_expired'), '{}') AS reaped
+       FROM {{schema}}.all_jobs j WHERE j.queue = $1`,
+      [queue],
+    );
+    const killedIds = new Set(kills.map((k) => k.worker.id));
+    for (const job of attempts) {
+      expect(job.attempts, `attempts of job ${job.id}`).toBe(1 + job.reaped.length);
+      for (const id of job.reaped) expect(killedIds.has(id), `job ${job.id} reaped from ${id}`).toBe(true);
+    }
+    const retaken = attempts.filter((j) => j.reaped.length > 0).length;
+
+    // No slot leaked: every counter is back to zero.
+    const counters = await db.query<{ running: number; keys: number }>(
+      `SELECT q.running, (SELECT coalesce(sum(c.running), 0)::integer FROM {{schema}}.queue_keys c WHERE c.queue = q.name) AS keys
+       FROM {{schema}}.queues q WHERE q.name = $1`,
+      [queue],
+    );
+    expect(counters).toEqual([{ running: 0, keys: 0 }]);
+    console.log(
+      `per-key limit: ${total} jobs, 50 keys, ${kills.length} SIGKILLs (${kills.map((k) => k.held).join(", ")} jobs held), ${killed.length} runs killed, ${retaken} jobs taken back; keys that ran 2 at once: ${[...perKey.values()].filter((n) => n === 2).length}`,
+    );
+  });
+});
+
+describe("queue concurrency across 4 processes", () => {
+  it("runs at most 5 jobs of the queue at once fleet-wide, and does run 5", async () => {
+    const queue = "capped";
+    await db.pgwake.setQueueLimits(queue, { concurrency: 5 });
+    // Keys vary (they are not limited here); 32 slots per process, so 128 in all.
+    await submit(queue, ["a", "b", "c", "d"], 60, { minMs: 20, maxMs: 80 });
+    await waitFor(async () => (await finishedCount(queue)) === 240, {
+      timeoutMs: 60_000,
+      intervalMs: 50,
+      message: "240 jobs to finish",
+    });
+    expect(await maxInQueue(db, queue)).toBe(5);
+    // It ran on several processes, not one worker that happened to take everything.
+    const pids = await db.query<{ n: number }>(
+      "SELECT count(DISTINCT pid)::integer AS n FROM {{schema}}.flow_audit WHERE queue = $1",
+      [queue],
+    );
+    expect(pids[0]!.n).toBeGreaterThan(1);
+  });
+});
+
+describe("a limit raised while the fleet waits", () => {
+  /** Whether 4 jobs ran within 5 s of the raise, with nothing but its notification to go on. */
+  let appliedByNotification: boolean | undefined;
+
+  it("applies to the fleet, which never runs more than the limit", { timeout: 90_000 }, async () => {
+    const queue = "raised";
+    await db.pgwake.setQueueLimits(queue, { concurrency: 1 });
+    // Jobs held open until the gate opens: no completion frees a slot meanwhile.
+    await submit(queue, [null], 8, { ms: 0, gate: "raised" });
+    try {
+      await waitFor(async () => (await runningNow(db, queue)) === 1, {
+        timeoutMs: 20_000,
+        message: "the one job the limit allows to run",
+      });
+      // Every worker has claimed what it could and waits to be woken (its token for the queue).
+      await waitFor(
+        async () => {
+          const rows = await db.query<{ worker_id: string }>(
+            "SELECT worker_id FROM {{schema}}.waiters WHERE queue = $1",
+            [queue],
+          );
+          const waiting = new Set(rows.map((r) => r.worker_id));
+          return fleet.alive.every((w) => waiting.has(w.id));
+        },
+        { timeoutMs: 20_000, message: "every worker to wait for a wake-up of the queue" },
+      );
+      // ... and has stopped claiming: every claim of a limited queue writes the queue's row, which
+      // has not changed for a second (a worker that just put its token may claim once more).
+      await waitForQuietQueue(queue, 1_000);
+      await db.pgwake.setQueueLimits(queue, { concurrency: 4 });
+      // Nothing else happens: no submission, no completion, and no poll comes.
+      appliedByNotification = await waitFor(async () => (await runningNow(db, queue)) === 4, {
+        timeoutMs: 5_000,
+        intervalMs: 50,
+      }).then(
+        () => true,
+        () => false,
+      );
+    } finally {
+      await openGate(db, "raised");
+    }
+    // Completions free slots: their workers claim again, under the raised limit.
+    await waitFor(async () => (await finishedCount(queue)) === 8, {
+      timeoutMs: 30_000,
+      message: "8 jobs to finish",
+    });
+    const most = await maxInQueue(db, queue);
+    expect(most).toBeLessThanOrEqual(4);
+    expect(most).toBeGreaterThan(1);
+  });
+
+  // ENGINE BUG (reported): workers ignore the control notification `{"queue": …}` that
+  // set_queue_limits sends (Worker.onNotification reads only `cancel`), so a raised limit waits
+  // for the next poll. Remove `.fails` once fixed.
+  it.fails("applies from the control NOTIFY, within seconds, not at the next poll", () => {
+    expect(appliedByNotification).toBe(true);
+  });
+});
+
+describe("a rate limit of 100/s across 4 processes", () => {
+  /** Starts per second over 10 s, from the first: claims (database) and handler starts (audit). */
+  let measured: { total: number; claims: number[]; starts: number[] } | undefined;
+
+  it("starts no more than its share in any second (token bucket, burst 1)", {
+    timeout: 60_000,
+  }, async () => {
+    const queue = "rated";
+    await db.pgwake.setQueueLimits(queue, { rateLimit: 100 });
+    const ids = await submit(queue, [null], 1_600, { ms: 0 });
+    const first = await waitFor(
+      async () =>
+        (
+          await db.query<{ t: Date | null }>(
+            "SELECT min(started_at) AS t FROM {{schema}}.all_jobs WHERE queue = $1",
+            [queue],
+          )
+        )[0]!.t,
+      { timeoutMs: 20_000, message: "the first start" },
+    );
+    // Ten seconds of starts, and a little more so that the tenth is complete.
+    await waitFor(async () => (await dbNow(db)).getTime() >= first.getTime() + 10_500, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: "10 s of starts",
+    });
+    await db.pgwake.pauseQueue(queue);
+    await db.pgwake.cancel(ids);
+
+    const perSecond = async (source: string) => {
+      const rows = await db.query<{ s: number; n: number }>(
+        `SELECT floor(extract(epoch FROM started_at - $2))::integer AS s, count(*)::integer AS n
+         FROM ${source} WHERE queue = $1 AND started_at < $2::timestamptz + interval '10 seconds'
+         GROUP BY 1 ORDER BY 1`,
+        [queue, first],
+      );
+      return Array.from({ length: 10 }, (_, s) => rows.find((r) => r.s === s)?.n ?? 0);
+    };
+    // Claims: the engine's start (`started_at`, stamped with the time the bucket was read).
+    const claims = await perSecond("{{schema}}.all_jobs");
+    const starts = await perSecond("{{schema}}.flow_audit");
+    measured = { total: claims.reduce((sum, n) => sum + n, 0), claims, starts };
+    console.log(
+      `rate 100/s: ${measured.total} claims in 10 s; per second (claims): ${claims.join(" ")}; (handler starts): ${starts.join(" ")}`,
+    );
+    expect(measured.total).toBeLessThanOrEqual(1_050);
+    // A bucket of 100/s holding 1 token: in any second at most 100, plus the token it held at the
+    // second's start. Claims are stamped with the time the bucket was read, so this is exact.
+    for (const [s, n] of claims.entries()) expect(n, `claims in second ${s}`).toBeLessThanOrEqual(101);
+    // A handler starts a moment after its claim (its commit, then the worker's dispatch), so a
+    // second may also hold a few starts claimed at the end of the previous one: 5 more (5%) is
+    // a 50 ms delay at 100/s.
+    for (const [s, n] of starts.entries()) {
+      expect(n, `handler starts in second ${s}`).toBeLessThanOrEqual(105);
+    }
+  });
+
+  // ENGINE BUG (reported): the fleet starts far fewer than 1,000 (about 550–700 here). After a
+  // claim that found less than a token, a worker claims again a whole token interval later
+  // (claimScheduler: `dueAt(now + tokenMs)`), not when the next token is due, and with a bucket
+  // of 1 every token not taken at once is lost. Remove `.fails` once fixed.
+  it.fails("starts 1,000 ± 5% in 10 s", () => {
+    expect(measured, "the measurement above ran").toBeDefined();
+    expect(measured!.total).toBeGreaterThanOrEqual(950);
+  });
+});
+
+describe("fairness between keys", () => {
+  it("starts the 10 jobs of a key submitted after another key's 10,000 within the next 50 starts", {
+    timeout: 90_000,
+  }, async () => {
+    const queue = "shared";
+    await db.pgwake.setQueueLimits(queue, { fair: true });
+    await submit(queue, ["big"], 10_000, { ms: 0 });
+    await waitFor(async () => (await startedCount(db, queue)) >= 500, {
+      timeoutMs: 30_000,
+      message: "the big key's jobs to be running",
+    });
+    const small = await submit(queue, ["small"], 10, { ms: 0 });
+    // Every claim that starts from here on sees the small key's jobs (they were committed).
+    const seen = await dbNow(db);
+    await waitFor(
+      async () =>
+        (
+          await db.query<{ n: number }>(
+            "SELECT count(*)::integer AS n FROM {{schema}}.all_jobs WHERE id = ANY ($1::bigint[]) AND status = 'completed'",
+            [small],
+          )
+        )[0]!.n === 10,
+      { timeoutMs: 30_000, intervalMs: 50, message: "the small key's 10 jobs to finish" },
+    );
+    // The rest of the big key's backlog is not needed.
+    await db.pgwake.pauseQueue(queue);
+    // Each small job's place among the jobs claimed from `seen` on (the database's started_at: a
+    // claim stamps all its jobs alike, and the small key's count last among them); 0 for one
+    // claimed before. Handler starts (the audit) are printed beside.
+    const place = (source: string, id: string) => `
+      SELECT s.${id} AS id,
+             (SELECT count(*)::integer FROM ${source} o
+              WHERE o.queue = $1 AND o.started_at >= $2 AND o.started_at <= s.started_at) AS pos
+      FROM ${source} s WHERE s.${id} = ANY ($3::bigint[]) ORDER BY pos`;
+    const byClaim = await db.query<{ id: number; pos: number }>(
+      place("{{schema}}.all_jobs", "id"),
+      [queue, seen, small],
+    );
+    const byHandler = await db.query<{ id: number; pos: number }>(
+      place("{{schema}}.flow_audit", "job_id"),
+      [queue, seen, small],
+    );
+    // From the start of the small key's submission instead (claims made while it committed count).
+    const submitted = (
+      await db.query<{ t: Date }>(
+        "SELECT min(created_at) AS t FROM {{schema}}.all_jobs WHERE id = ANY ($1::bigint[])",
+        [small],
+      )
+    )[0]!.t;
+    const fromSubmission = await db.query<{ id: number; pos: number }>(
+      place("{{schema}}.all_jobs", "id"),
+      [queue, submitted, small],
+    );
+    console.log(
+      `fairness: places of the small key's 10 jobs among the starts after it was submitted: by claim ${byClaim.map((r) => r.pos).join(",")} (from the submission's start: ${fromSubmission.map((r) => r.pos).join(",")}); by handler ${byHandler.map((r) => r.pos).join(",")}`,
+    );
+    expect(byClaim).toHaveLength(10);
+    // The bound, from the round robin (claim_limited): from `seen` on, every claim visits the
+    // small key first (its key row was served least recently) and takes for each key at most a
+    // share of the claim, max(1, room / 4) jobs. A worker's room is its free slots plus its
+    // buffer target (here at most 32 + 32), so a share is at most 16. The small key is done within
+    // ceil(10 / share) claims, in which the big key takes at most 10 + 15 jobs; a claim may find
+    // the small key's row locked by one of its completions and serve only the big key (16 more).
+    // 10 + 25 + 16 = 51: each small job starts within the first 50 starts or so.
+    expect(Math.max(...byClaim.map((r) => r.pos))).toBeLessThanOrEqual(51);
+    // A handler starts when its worker has a free slot: jobs claimed before (up to a worker's
+    // buffer target, 32, in each of 4 workers) may start first.
+    expect(byHandler).toHaveLength(10);
+    expect(Math.max(...byHandler.map((r) => r.pos))).toBeLessThanOrEqual(51 + 4 * 32);
+  });
+});
