@@ -1,3 +1,4 @@
+import type { Context } from "@opentelemetry/api";
 import type pg from "pg";
 import { migrate, type SchemaState, schemaState } from "./db/migrate.ts";
 import { createPool } from "./db/pool.ts";
@@ -13,7 +14,7 @@ import {
   retryJobs,
   setQueuePaused,
 } from "./jobs/control.ts";
-import { type EnqueuedJob, insertJobs, type NewJob } from "./jobs/enqueue.ts";
+import { DEFAULT_QUEUE, type EnqueuedJob, insertJobs, type NewJob } from "./jobs/enqueue.ts";
 import { jobTimeline, type TimelinePage } from "./jobs/events.ts";
 import {
   type KeyFlow,
@@ -41,6 +42,7 @@ import {
   type TaskPayloads,
   TaskRegistry,
 } from "./tasks.ts";
+import { carrierOf, inSpan, SpanKind } from "./tracing.ts";
 import { Worker, type WorkerOptions } from "./worker/worker.ts";
 
 export interface PgwakeOptions<Tasks extends readonly KnownTask[] = readonly KnownTask[]> {
@@ -75,6 +77,11 @@ export interface PgwakeOptions<Tasks extends readonly KnownTask[] = readonly Kno
 /** Options of one enqueue; `client` adds the job inside the caller's transaction. */
 export interface EnqueueOptions extends Omit<NewJob, "task" | "payload"> {
   client?: Queryable;
+  /**
+   * The OpenTelemetry context to trace the enqueue under (default: the active one): the job's
+   * runs continue its trace.
+   */
+  traceContext?: Context;
 }
 
 /** Task name → submitted payload of a `Pgwake`. */
@@ -215,24 +222,71 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
     task: Name,
     ...[payload, options = {}]: PayloadArgs<InputOf<Tasks, Name>>
   ): Promise<EnqueuedJob<OutputOf<Tasks, Name>>> {
-    const { client, ...rest } = options;
+    const { client, traceContext, ...rest } = options;
     if (this.closed && !client) {
       throw new PgwakeError("DATABASE_UNAVAILABLE", "this Pgwake client is closed");
     }
     const job = this.prepare({ ...rest, task, payload });
-    const result = client
-      ? (await insertJobs(client, this.sql, [job]))[0]!
-      : await this.submissions.submit(job);
+    const result = await this.traced([job], traceContext, async ([traced]) =>
+      client
+        ? (await insertJobs(client, this.sql, [traced!]))[0]!
+        : await this.submissions.submit(traced!),
+    );
     return result as EnqueuedJob<OutputOf<Tasks, Name>>;
   }
 
   /** Adds many jobs in one statement; all or none are inserted. Results are in input order. */
   async enqueueMany(
     jobs: readonly NewJobOf<Tasks>[],
-    options: { client?: Queryable } = {},
+    options: { client?: Queryable; traceContext?: Context } = {},
   ): Promise<EnqueuedJob[]> {
     const prepared = jobs.map((job) => this.prepare(job as NewJob));
-    return insertJobs(options.client ?? this.pool, this.sql, prepared);
+    return this.traced(prepared, options.traceContext, (traced) =>
+      insertJobs(options.client ?? this.pool, this.sql, traced),
+    );
+  }
+
+  /**
+   * An enqueue in a `pgwake.enqueue` span (producer), its trace context stored on each job that
+   * carries none, so the job's runs continue the trace.
+   */
+  private traced<T extends EnqueuedJob | EnqueuedJob[]>(
+    jobs: NewJob[],
+    parent: Context | undefined,
+    insert: (jobs: NewJob[]) => Promise<T>,
+  ): Promise<T> {
+    const first = jobs[0];
+    return inSpan(
+      "pgwake.enqueue",
+      {
+        kind: SpanKind.PRODUCER,
+        ...(parent ? { parent } : {}),
+        attributes: {
+          "messaging.system": "pgwake",
+          "messaging.operation.type": "send",
+          "messaging.destination.name": first?.queue ?? DEFAULT_QUEUE,
+          "messaging.batch.message_count": jobs.length,
+          "pgwake.task": first?.task ?? "",
+        },
+      },
+      async (span) => {
+        const { traceParent, traceState } = carrierOf(span.spanContext());
+        const traced =
+          traceParent === null
+            ? jobs
+            : jobs.map((job) =>
+                job.traceParent !== undefined
+                  ? job
+                  : { ...job, traceParent, ...(traceState ? { traceState } : {}) },
+              );
+        const result = await insert(traced);
+        if (!Array.isArray(result)) {
+          span.setAttribute("messaging.message.id", String(result.job.id));
+          span.setAttribute("pgwake.duplicate", result.duplicate);
+        }
+        return result;
+      },
+    );
   }
 
   /**

@@ -56,7 +56,11 @@ ALTER TABLE {{schema}}.jobs
   -- how long the idempotency key is reserved: NULL for the retention period (the default),
   -- 'active' while the job is not finished, 'debounce' while it has not started (a newer
   -- submission with the key replaces its payload and run time)
-  ADD COLUMN key_mode text CHECK (key_mode IN ('active', 'debounce'));
+  ADD COLUMN key_mode text CHECK (key_mode IN ('active', 'debounce')),
+  -- the W3C trace context of the span that enqueued the job (OpenTelemetry): its runs continue
+  -- that trace
+  ADD COLUMN trace_parent text CHECK (length(trace_parent) <= 55),
+  ADD COLUMN trace_state text CHECK (length(trace_state) <= 512);
 ALTER TABLE {{schema}}.job_history ADD COLUMN concurrency_key text;
 ALTER TABLE {{schema}}.job_keys ADD COLUMN mode text CHECK (mode IN ('active', 'debounce'));
 CREATE INDEX job_keys_released_idx ON {{schema}}.job_keys (job_id) WHERE mode IS NOT NULL;
@@ -100,7 +104,8 @@ $$;
 -- ---- submission ------------------------------------------------------------------------------
 
 -- As in version 3, plus: `concurrency_key` (the job counts against its key's limits; the key's
--- row is made if missing) and `key_mode` for the idempotency key ('active', 'debounce'). An item
+-- row is made if missing), `key_mode` for the idempotency key ('active', 'debounce'), and
+-- `trace_parent`/`trace_state` (W3C trace context). An item
 -- whose debounce key is held by a job not started yet replaces that job's payload and run time
 -- (the job is returned by the caller's duplicate lookup, not here).
 DROP FUNCTION {{schema}}.insert_jobs(jsonb);
@@ -113,19 +118,21 @@ BEGIN
            coalesce(r.queue, 'default') AS queue, coalesce(r.priority, 0) AS priority,
            coalesce(r.run_at, now() + coalesce(r.delay_ms, 0) * interval '1 millisecond') AS run_at,
            coalesce(r.max_attempts, 10) AS max_attempts, r.timeout_ms, r.idempotency_key,
-           r.request_id, r.concurrency_key, r.key_mode, r.n,
+           r.request_id, r.concurrency_key, r.key_mode, r.trace_parent, r.trace_state, r.n,
            nextval('{{schema}}.jobs_id_seq'::regclass) AS id
     FROM ROWS FROM (jsonb_to_recordset(jobs) AS (
            task text, payload jsonb, queue text, priority integer, run_at timestamptz,
            delay_ms bigint, max_attempts integer, timeout_ms integer, idempotency_key text,
-           request_id text, concurrency_key text, key_mode text))
+           request_id text, concurrency_key text, key_mode text, trace_parent text,
+           trace_state text))
          WITH ORDINALITY AS r(task, payload, queue, priority, run_at, delay_ms, max_attempts,
-           timeout_ms, idempotency_key, request_id, concurrency_key, key_mode, n)
+           timeout_ms, idempotency_key, request_id, concurrency_key, key_mode, trace_parent,
+           trace_state, n)
     ORDER BY r.n
   ), input AS MATERIALIZED (
     -- In a queue served per key, a job without a key has the key '' (key_unkeyed_jobs).
     SELECT p.task, p.payload, p.queue, p.priority, p.run_at, p.max_attempts, p.timeout_ms,
-           p.idempotency_key, p.request_id, p.key_mode, p.n, p.id,
+           p.idempotency_key, p.request_id, p.key_mode, p.trace_parent, p.trace_state, p.n, p.id,
            coalesce(p.concurrency_key, CASE WHEN k.keyed THEN '' END) AS concurrency_key
     FROM parsed p
     LEFT JOIN (SELECT q.name, {{schema}}.queue_is_keyed(q) AS keyed FROM {{schema}}.queues q) k
@@ -164,12 +171,13 @@ BEGIN
   )
   INSERT INTO {{schema}}.jobs AS t
     (id, task, payload, queue, priority, run_at, status, ready_seq, max_attempts, timeout_ms,
-     idempotency_key, request_id, concurrency_key, key_mode)
+     idempotency_key, request_id, concurrency_key, key_mode, trace_parent, trace_state)
   OVERRIDING SYSTEM VALUE
   SELECT i.id, i.task, i.payload, i.queue, i.priority, i.run_at,
          CASE WHEN i.run_at <= now() THEN 'pending' ELSE 'scheduled' END, i.id,
          i.max_attempts, i.timeout_ms, i.idempotency_key, i.request_id, i.concurrency_key,
-         CASE WHEN i.idempotency_key IS NOT NULL THEN i.key_mode END
+         CASE WHEN i.idempotency_key IS NOT NULL THEN i.key_mode END,
+         i.trace_parent, i.trace_state
   FROM input i
   WHERE i.idempotency_key IS NULL OR i.id IN (SELECT r.job_id FROM reserved r)
   ORDER BY i.id

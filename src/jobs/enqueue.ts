@@ -23,6 +23,12 @@ export interface NewJob {
   /** Counts the job against this key's limits in its queue (flow control). */
   concurrencyKey?: string;
   requestId?: string;
+  /**
+   * W3C trace context the job's runs continue (`traceparent`, `tracestate`). `Pgwake.enqueue`
+   * sets them from its span; given here, they are stored as they are.
+   */
+  traceParent?: string;
+  traceState?: string;
 }
 
 export interface EnqueuedJob<Payload = unknown> {
@@ -84,6 +90,8 @@ export async function insertJobs(
     key_mode: j.keyMode === "retain" ? undefined : j.keyMode,
     concurrency_key: j.concurrencyKey,
     request_id: j.requestId,
+    trace_parent: j.traceParent,
+    trace_state: j.traceState,
   }));
   const { rows } = await db.query<JobRow>({
     ...sql.bind(INSERT_JOBS),

@@ -45,6 +45,9 @@ export interface Job<Payload = unknown> {
   leaseExpiresAt: Date | null;
   /** The key whose limits the job counts against (flow control), if any. */
   concurrencyKey: string | null;
+  /** The W3C trace context of the span that enqueued the job (live jobs only). */
+  traceParent: string | null;
+  traceState: string | null;
   result: unknown;
   lastError: SerializedError | null;
   createdAt: Date;
@@ -68,6 +71,8 @@ export interface JobRow {
   request_id: string | null;
   lease_owner: string | null;
   concurrency_key?: string | null;
+  trace_parent?: string | null;
+  trace_state?: string | null;
   /** Only where a read joins the holding worker's lease. */
   lease_expires_at?: Date | null;
   /** Only on finished jobs. */
@@ -96,6 +101,8 @@ export function toJob<Payload = unknown>(row: JobRow): Job<Payload> {
     leaseOwner: row.lease_owner,
     leaseExpiresAt: row.lease_expires_at ?? null,
     concurrencyKey: row.concurrency_key ?? null,
+    traceParent: row.trace_parent ?? null,
+    traceState: row.trace_state ?? null,
     result: row.result ?? null,
     lastError: row.last_error,
     createdAt: row.created_at,

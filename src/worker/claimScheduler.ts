@@ -10,6 +10,7 @@ import {
   SWEEP_PRIORITY,
 } from "../jobs/claim.ts";
 import type { Logger } from "../logger.ts";
+import { recordClaim } from "../tracing.ts";
 import type { Wakeup } from "./wakeup.ts";
 
 /**
@@ -284,6 +285,14 @@ export class ClaimScheduler {
     }
     const tookMs = performance.now() - started;
     this.options.onClaimMeasured?.({ queue, ms: tookMs, size: claimed.length, sweep });
+    if (claimed.length > 0) {
+      recordClaim(
+        queue,
+        claimed.map((c) => c.job),
+        Date.now() - tookMs,
+        this.options.workerId(),
+      );
+    }
     if (sweep) {
       this.stats.sweeps++;
       this.nextSweepAt =

@@ -1,9 +1,11 @@
+import { context, type Span, trace } from "@opentelemetry/api";
 import { PermanentError, PgwakeError } from "../errors.ts";
 import type { NewEvent } from "../jobs/events.ts";
 import { findUnstorable } from "../jobs/storable.ts";
 import type { Job } from "../jobs/types.ts";
 import type { Logger } from "../logger.ts";
 import type { JobContext, TaskDefinition, TaskRegistry } from "../tasks.ts";
+import { contextFrom, failSpan, runSpan } from "../tracing.ts";
 
 /** How a handler's run ended, as the outcome writer records it. */
 export type RunOutcome =
@@ -19,6 +21,8 @@ interface RunningJob {
   startedAt: number;
   /** Taken from its handler (cancelled, lease lost, shut down): its outcome is not ours to write. */
   abandoned: boolean;
+  /** The run's span, in the trace of the submission (OpenTelemetry). */
+  span: Span;
 }
 
 export interface JobRunnerOptions {
@@ -101,6 +105,7 @@ export class JobRunner {
       });
       return;
     }
+    const parent = contextFrom(job.traceParent, job.traceState);
     const entry: RunningJob = {
       job,
       task,
@@ -108,6 +113,7 @@ export class JobRunner {
       timer: undefined,
       startedAt: performance.now(),
       abandoned: false,
+      span: runSpan(job, parent, this.options.workerId()),
     };
     this.enter(entry);
     const timeoutMs = job.timeoutMs ?? task.timeoutMs ?? this.options.defaultTimeoutMs;
@@ -139,7 +145,10 @@ export class JobRunner {
     let outcome: Promise<unknown>;
     try {
       const payload = registry.parsePayload(job.task, job.payload);
-      outcome = Promise.resolve(task.handler(payload, ctx));
+      // The handler runs in the run's span: its own spans nest under it.
+      outcome = context.with(trace.setSpan(parent, entry.span), () =>
+        Promise.resolve(task.handler(payload, ctx)),
+      );
     } catch (error) {
       outcome = Promise.reject(
         error instanceof PgwakeError && error.code === "INVALID_PAYLOAD"
@@ -166,6 +175,8 @@ export class JobRunner {
     this.leave(entry);
     entry.abandoned = true;
     this.abort(entry, reason);
+    failSpan(entry.span, reason);
+    entry.span.end();
     this.options.logger.warn(
       { workerId: this.options.workerId(), ...jobFields(entry.job), code: reason.code },
       reason.message,
@@ -216,15 +227,20 @@ export class JobRunner {
     clearTimeout(entry.timer);
     this.leave(entry);
     const ms = performance.now() - entry.startedAt;
-    const { job } = entry;
+    const { job, span } = entry;
     if (outcome.ok) {
       const result = toJsonResult(outcome.result);
       if (result.ok) {
+        span.end();
         this.options.onOutcome({ kind: "completed", job, result: result.value, ms });
       } else {
+        failSpan(span, result.error);
+        span.end();
         this.options.onOutcome({ kind: "failed", job, error: result.error, permanent: false, ms });
       }
     } else {
+      failSpan(span, outcome.error);
+      span.end();
       this.options.onOutcome({
         kind: "failed",
         job,

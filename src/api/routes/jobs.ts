@@ -1,7 +1,10 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
+import { type Context, context, trace } from "@opentelemetry/api";
+import type { Context as HonoContext } from "hono";
 import { compareLockOrder, DEFAULT_QUEUE, lockOrderKey, type NewJob } from "../../jobs/enqueue.ts";
 import { listJobs } from "../../jobs/list.ts";
 import { TERMINAL_STATUSES } from "../../jobs/types.ts";
+import { contextFrom, inSpan, SpanKind } from "../../tracing.ts";
 import type { ApiDeps } from "../context.ts";
 import { jobRouteDefinitions } from "../definitions/jobs.ts";
 import { ApiError, toApiError } from "../errors.ts";
@@ -15,6 +18,37 @@ const DEFAULT_PAGE = 50;
 const DEFAULT_EVENTS_PAGE = 100;
 /** Statuses of a job that waits to start (`waitingFor`). */
 const LIVE_WAITING = new Set(["scheduled", "pending", "retrying"]);
+
+/**
+ * A submission over HTTP in a `pgwake.submit` span: a child of the request's span when the
+ * application traces HTTP itself, else of the caller's `traceparent` header (W3C), else a root.
+ */
+function submissionSpan<T>(
+  c: HonoContext<ApiEnv>,
+  jobs: number,
+  submit: (traceContext: Context) => Promise<T>,
+): Promise<T> {
+  const active = context.active();
+  const traced = trace.getSpan(active) !== undefined;
+  const parent = traced
+    ? active
+    : contextFrom(c.req.header("traceparent"), c.req.header("tracestate"), active);
+  return inSpan(
+    "pgwake.submit",
+    {
+      // The server span, unless the application's HTTP instrumentation made one.
+      kind: traced ? SpanKind.INTERNAL : SpanKind.SERVER,
+      parent,
+      attributes: {
+        "http.request.method": c.req.method,
+        "http.route": c.req.routePath,
+        "pgwake.request_id": c.get("requestId"),
+        "messaging.batch.message_count": jobs,
+      },
+    },
+    (_span, traceContext) => submit(traceContext),
+  );
+}
 
 /** Job routes: submit (one or many), read, list, timeline, cancel, retry. */
 export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
@@ -93,7 +127,9 @@ export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       );
       // Validates a known task's payload (422 with the schema's issues); concurrent submissions
       // share an insert (see `Pgwake.enqueue`).
-      const { job: stored, duplicate } = await pgwake.enqueue(task, payload, options);
+      const { job: stored, duplicate } = await submissionSpan(c, 1, (traceContext) =>
+        pgwake.enqueue(task, payload, { ...options, traceContext }),
+      );
       if (!duplicate) deps.metrics.enqueued.inc({ queue: stored.queue, task: stored.task });
       return {
         status: duplicate ? 200 : 201,
@@ -152,7 +188,12 @@ export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       }
       // (queue, key) order: concurrent batches sharing keys then lock them in the same order.
       const ordered = [...prepared].sort(compareLockOrder);
-      const results = await pgwake.enqueueMany(ordered.map((p) => p.job));
+      const results = await submissionSpan(c, ordered.length, (traceContext) =>
+        pgwake.enqueueMany(
+          ordered.map((p) => p.job),
+          { traceContext },
+        ),
+      );
       const items = new Array<{ job: ReturnType<typeof jobJson>; duplicate: boolean }>(
         ordered.length,
       );
