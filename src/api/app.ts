@@ -1,5 +1,6 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { methodNotAllowed } from "hono/method-not-allowed";
+import type { Registry } from "prom-client";
 import type { Pgwake } from "../client.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { scheduleRoutes } from "../schedules/routes.ts";
@@ -40,6 +41,12 @@ export interface ApiOptions {
    * library's own `unknownTasks` setting applies too: the API cannot accept a name it refuses.
    */
   acceptUnknownTasks?: boolean;
+  /**
+   * Other metrics of this process that `/metrics` shows too (e.g. a worker's
+   * `worker.metrics.registry` when the API and a worker share a process). No metric name may
+   * appear twice.
+   */
+  extraMetrics?: readonly Registry[];
 }
 
 export const DEFAULT_BODY_LIMIT_BYTES = 1024 * 1024;
@@ -69,7 +76,7 @@ export function createApp(options: ApiOptions): OpenAPIHono<ApiEnv> {
     pgwake,
     sql: schemaSqlOf(pgwake),
     logger,
-    metrics: new ApiMetrics(pgwake, logger),
+    metrics: new ApiMetrics(pgwake, logger, options.extraMetrics),
     readiness: new SchemaReadiness(() => pgwake.schemaState()),
     access,
     accessControl: new AccessControl(access, apiKeys),

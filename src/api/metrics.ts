@@ -33,7 +33,11 @@ export class ApiMetrics {
   private readonly pgwake: Pgwake;
   private readonly logger: Logger;
 
-  constructor(pgwake: Pgwake, logger: Logger) {
+  /** Metrics of other parts of this process shown with the API's (a worker, under `pgwake start`). */
+  private readonly extra: readonly client.Registry[];
+
+  constructor(pgwake: Pgwake, logger: Logger, extra: readonly client.Registry[] = []) {
+    this.extra = extra;
     this.pgwake = pgwake;
     this.logger = logger;
     this.sql = new SchemaSql(pgwake.schema);
@@ -90,7 +94,8 @@ export class ApiMetrics {
       this.scraping = undefined;
     });
     await this.scraping;
-    return this.registry.metrics();
+    if (this.extra.length === 0) return this.registry.metrics();
+    return client.Registry.merge([this.registry, ...this.extra]).metrics();
   }
 
   get contentType(): string {

@@ -388,6 +388,10 @@ describe("zero-setup: pgwake start without DATABASE_URL", () => {
       { timeoutMs: 30_000, intervalMs: 100, message: "the job to complete" },
     );
     expect(done.result).toEqual({ hello: "zero-setup" });
+    // One /metrics for the process: the API's gauges and the worker's counters.
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/^pgwake_queue_depth\{queue="default"\} /m);
+    expect(metrics).toMatch(/^pgwake_jobs_completed_total\{queue="default",task="demo.echo"\} 1$/m);
 
     // `pgwake enqueue` on the same data directory joins the running server.
     const enqueue = pgwake(["enqueue", "demo.echo", '{"n":2}'], env);

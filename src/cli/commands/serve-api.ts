@@ -1,3 +1,4 @@
+import type { Registry } from "prom-client";
 import { createApp } from "../../api/app.ts";
 import { serveApi } from "../../api/server.ts";
 import type { Pgwake } from "../../client.ts";
@@ -12,9 +13,11 @@ export async function startApi(
   config: Config,
   logger: Logger,
   lifecycle: Lifecycle,
+  extraMetrics: readonly Registry[] = [],
 ): Promise<{ url: string; port: number }> {
   const app = createApp({
     pgwake,
+    extraMetrics,
     logger,
     apiKeys: config.apiKeys,
     metricsPublic: config.metricsPublic,

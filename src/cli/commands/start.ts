@@ -15,7 +15,14 @@ export async function start({ config, logger, lifecycle }: CommandContext): Prom
     tasks.size > 0 ? await startWorker(pgwake, database, config, lifecycle) : undefined;
   if (!worker) logger.warn("no tasks registered: running the API without a worker");
   lifecycle.checkpoint();
-  const api = await startApi(pgwake, config, logger, lifecycle);
+  // One /metrics for the process: the API's and the worker's.
+  const api = await startApi(
+    pgwake,
+    config,
+    logger,
+    lifecycle,
+    worker ? [worker.metrics.registry] : [],
+  );
   logger.info(
     { url: api.url, tasks: tasks.names(), queues: config.queues, workerId: worker?.id },
     `pgwake is ready at ${api.url}; try: ${curlHint(api.url)}`,
