@@ -13,8 +13,9 @@
 -- ---- installation settings -----------------------------------------------------------------
 
 -- One row. History is kept in 8 slots, a ring: slot = floor((t - epoch) / width) mod 8. The
--- maintenance leader sets the width from the retention it is given (width = retention / 6), so
--- the ring holds one retention period plus the slot being written and the one being dropped.
+-- maintenance leader sets the width from the retention it is given (width = retention / 5), so
+-- the ring holds one retention period (5 slots) plus the slot being written and room to drop
+-- the oldest late (rotate_history).
 -- A width of NULL keeps history forever (everything in slot 0). When the width changes, rows
 -- written under the old width sit in slots whose times no longer say how old they are: nothing
 -- is dropped until one retention period after the change (history_protect_until).
