@@ -353,6 +353,12 @@ export class Worker {
     } catch (error) {
       this.state = "stopped";
       await this.lease.stop();
+      // A worker that never started holds no job: its row goes, or it would show as a live
+      // worker until its lease ran out.
+      await within(
+        removeWorker(this.pool, this.sql, this.currentId, false).catch(() => undefined),
+        SHUTDOWN_MARGIN_MS,
+      );
       await this.closePool(0);
       throw error;
     }
