@@ -218,7 +218,7 @@ describe("schedule routes over HTTP", () => {
         payload: { kind: "daily" },
       }),
       409,
-      "CONFLICT",
+      "SCHEDULE_CONFLICT",
     );
     expect(again.details).toEqual({ reason: "exists" });
 
@@ -261,7 +261,7 @@ describe("schedule routes over HTTP", () => {
     expect(details.upcoming).toHaveLength(5);
     for (const time of details.upcoming) expect(time).toMatch(/T0[01]:30:00\.000Z$/);
     expect(details.runs).toEqual([]);
-    await expectError(await call("getSchedule", "GET", "/schedules/nope"), 404, "NOT_FOUND");
+    await expectError(await call("getSchedule", "GET", "/schedules/nope"), 404, "SCHEDULE_NOT_FOUND");
     await expectError(
       await call("getSchedule", "GET", "/schedules/bad%20name"),
       400,
@@ -291,7 +291,7 @@ describe("schedule routes over HTTP", () => {
     await expectError(
       await call("updateSchedule", "PATCH", "/schedules/nope", { cron: "@daily" }),
       404,
-      "NOT_FOUND",
+      "SCHEDULE_NOT_FOUND",
     );
     await expectError(
       await call("updateSchedule", "PATCH", "/schedules/nightly", { payload: { kind: "yearly" } }),
@@ -321,12 +321,12 @@ describe("schedule routes over HTTP", () => {
     await expectError(
       await call("pauseSchedule", "POST", "/schedules/nope/pause"),
       404,
-      "NOT_FOUND",
+      "SCHEDULE_NOT_FOUND",
     );
     await expectError(
       await call("resumeSchedule", "POST", "/schedules/nope/resume"),
       404,
-      "NOT_FOUND",
+      "SCHEDULE_NOT_FOUND",
     );
     await expectError(
       await call("pauseSchedule", "POST", "/schedules/x%20y/pause"),
@@ -366,7 +366,7 @@ describe("schedule routes over HTTP", () => {
     await expectError(
       await call("triggerSchedule", "POST", "/schedules/nope/trigger"),
       404,
-      "NOT_FOUND",
+      "SCHEDULE_NOT_FOUND",
     );
     await expectError(
       await call("triggerSchedule", "POST", "/schedules/x%20y/trigger"),
@@ -408,7 +408,7 @@ describe("schedule routes over HTTP", () => {
     await expectError(
       await call("deleteSchedule", "DELETE", "/schedules/nightly"),
       404,
-      "NOT_FOUND",
+      "SCHEDULE_NOT_FOUND",
     );
     await expectError(
       await call("deleteSchedule", "DELETE", "/schedules/x%20y"),
@@ -426,7 +426,7 @@ describe("schedule routes over HTTP", () => {
     const refused = await expectError(
       await call("updateSchedule", "PATCH", "/schedules/from-code", { cron: "@daily" }),
       409,
-      "CONFLICT",
+      "SCHEDULE_CONFLICT",
     );
     expect(refused.details).toEqual({ reason: "defined_in_code" });
     const paused = await call("updateSchedule", "PATCH", "/schedules/from-code", { paused: true });
@@ -434,7 +434,7 @@ describe("schedule routes over HTTP", () => {
     await expectError(
       await call("deleteSchedule", "DELETE", "/schedules/from-code"),
       409,
-      "CONFLICT",
+      "SCHEDULE_CONFLICT",
     );
     const forced = await call("deleteSchedule", "DELETE", "/schedules/from-code?force=true");
     expect(forced.status).toBe(200);

@@ -83,7 +83,7 @@ describe("schedule operations and code-defined schedules", () => {
         task: "report",
       }),
     );
-    expect(invalid.code).toBe("INVALID_OPTIONS");
+    expect(invalid.code).toBe("INVALID_SCHEDULE");
     expect((invalid.details as Array<{ path: string }>).map((d) => d.path).sort()).toEqual([
       "cron",
       "timeZone",
@@ -114,7 +114,7 @@ describe("schedule operations and code-defined schedules", () => {
         payload: { text: "a\u0000b" },
       }),
     );
-    expect(nul.code).toBe("INVALID_OPTIONS");
+    expect(nul.code).toBe("INVALID_SCHEDULE");
     expect(await db.query("SELECT name FROM {{schema}}.schedules")).toEqual([]);
 
     const before = await dbNow(db);
@@ -249,7 +249,7 @@ describe("schedule operations and code-defined schedules", () => {
     const invalid = await rejection(
       updateSchedule(db.pool, sql, "daily-report", { catchUp: "twice" as "once" }),
     );
-    expect(invalid.code).toBe("INVALID_OPTIONS");
+    expect(invalid.code).toBe("INVALID_SCHEDULE");
   });
 
   it("delete removes the schedule and its runs, never its jobs", async () => {

@@ -328,7 +328,7 @@ describe("invalid input is refused with a message naming the problem", () => {
     ["x".repeat(300), /longer than 256/],
   ])("cron %j", (expression, message) => {
     const error = cronError(expression);
-    expect(error.code).toBe("INVALID_OPTIONS");
+    expect(error.code).toBe("INVALID_SCHEDULE");
     expect(error.message).toMatch(/^invalid cron: /);
     expect(error.message).toMatch(message);
     expect(error.details[0]).toMatchObject({ path: "cron", code: "invalid_cron" });
@@ -346,7 +346,7 @@ describe("invalid input is refused with a message naming the problem", () => {
     } catch (thrown) {
       error = thrown as Error;
     }
-    expect(error?.code).toBe("INVALID_OPTIONS");
+    expect(error?.code).toBe("INVALID_SCHEDULE");
     expect(error?.message).toMatch(/^invalid timeZone: /);
     expect(error?.message).toMatch(message);
     expect(error?.details?.[0]?.path).toBe("timeZone");
