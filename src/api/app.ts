@@ -13,6 +13,7 @@ import { AccessControl } from "./middleware/auth.ts";
 import { httpLog } from "./middleware/httpLog.ts";
 import { requestId } from "./middleware/requestId.ts";
 import { SchemaReadiness } from "./readiness.ts";
+import { bulkRoutes } from "./routes/bulk.ts";
 import { docsRoutes } from "./routes/docs.ts";
 import { jobRoutes } from "./routes/jobs.ts";
 import { queueRoutes } from "./routes/queues.ts";
@@ -120,6 +121,7 @@ export function createApp(options: ApiOptions): OpenAPIHono<ApiEnv> {
   );
   app.use(deps.accessControl.middleware());
   registerSecurity(app, access);
+  app.route("/", bulkRoutes(deps)); // before the job routes: /jobs/bulk/retry is not /jobs/{id}/retry
   app.route("/", jobRoutes(deps));
   app.route("/", queueRoutes(deps));
   app.route("/", scheduleRoutes(deps));

@@ -1,6 +1,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { SCHEDULES_TAG } from "../schedules/routes.ts";
 import type { AccessSettings } from "./context.ts";
+import { BULK_TAG } from "./definitions/bulk.ts";
 import type { ApiEnv } from "./types.ts";
 
 /** The API's version in its document. */
@@ -8,6 +9,7 @@ export const API_VERSION = "0.1.0";
 
 const TAGS = [
   { name: "jobs", description: "Submit, follow, cancel and retry jobs" },
+  BULK_TAG,
   { name: "queues", description: "Queue statistics, pause and resume" },
   {
     name: "flow control",

@@ -9,6 +9,72 @@ export type BatchResult = {
   duplicates: number;
 };
 
+/** Which jobs not yet finished to cancel. */
+export type BulkCancel = {
+  /** Only this queue. */
+  queue?: string;
+  /** Only this task. */
+  task?: string;
+  /** Only jobs submitted at or after this time (ISO 8601). */
+  createdAfter?: string;
+  /** Only jobs submitted before this time (ISO 8601). */
+  createdBefore?: string;
+  /** Count the matching jobs (up to 10000) and change nothing. */
+  dryRun?: boolean;
+  /** Only jobs in these statuses: any of scheduled, pending, running, retrying (default all). */
+  status?: Array<"scheduled" | "pending" | "running" | "retrying">;
+};
+
+/** Which finished jobs to delete. */
+export type BulkDelete = {
+  /** Only this queue. */
+  queue?: string;
+  /** Only this task. */
+  task?: string;
+  /** Only jobs submitted at or after this time (ISO 8601). */
+  createdAfter?: string;
+  /** Only jobs submitted before this time (ISO 8601). */
+  createdBefore?: string;
+  /** Count the matching jobs (up to 10000) and change nothing. */
+  dryRun?: boolean;
+  /** Only jobs in these statuses: any of completed, failed, cancelled. */
+  status: Array<"completed" | "failed" | "cancelled">;
+  /** Only jobs that finished before this time (ISO 8601). Send the time you looked at the jobs: a repeat of the request then leaves alone jobs that finished since, such as retried jobs that failed again. */
+  finishedBefore?: string;
+};
+
+/** What a bulk request did. */
+export type BulkResult = {
+  action: "retry" | "cancel" | "delete";
+  dryRun: boolean;
+  /** Jobs retried, cancelled or deleted by this request; in a dry run, jobs that match. */
+  affected: number;
+  /** Retry: failed jobs left as they are because a live job now holds their idempotency key. Otherwise 0. */
+  skipped: number;
+  /** Dry run: the count stopped at 10000; at least that many match. */
+  capped: boolean;
+  /** Statements the server ran, each a bounded batch. */
+  batches: number;
+};
+
+/** Which failed or cancelled jobs to send back to their queue. */
+export type BulkRetry = {
+  /** Only this queue. */
+  queue?: string;
+  /** Only this task. */
+  task?: string;
+  /** Only jobs submitted at or after this time (ISO 8601). */
+  createdAfter?: string;
+  /** Only jobs submitted before this time (ISO 8601). */
+  createdBefore?: string;
+  /** Count the matching jobs (up to 10000) and change nothing. */
+  dryRun?: boolean;
+  /** Only jobs in these statuses: any of failed, cancelled (default failed). */
+  status?: Array<"failed" | "cancelled">;
+  /** Only jobs that finished before this time (ISO 8601). Send the time you looked at the jobs: a repeat of the request then leaves alone jobs that finished since, such as retried jobs that failed again. */
+  finishedBefore?: string;
+};
+
 /** Optional body of a cancellation. */
 export type CancelRequest = {
   /** Kept in the job's `cancelled` event. */
@@ -533,6 +599,195 @@ export type Timestamp = string;
 
 /** Every operation of the API: its method, path, parameters, body and answers by status. */
 export interface Operations {
+  /** Retry every failed job matching a filter */
+  bulkRetryJobs: {
+    method: "POST";
+    path: "/jobs/bulk/retry";
+    params: Record<string, never>;
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: BulkRetry;
+    bodyRequired: true;
+    responses: {
+      200: BulkResult;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      413: {
+        error: {
+          code: "PAYLOAD_TOO_LARGE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      415: {
+        error: {
+          code: "UNSUPPORTED_MEDIA_TYPE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Cancel every job matching a filter */
+  bulkCancelJobs: {
+    method: "POST";
+    path: "/jobs/bulk/cancel";
+    params: Record<string, never>;
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: BulkCancel;
+    bodyRequired: true;
+    responses: {
+      200: BulkResult;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      413: {
+        error: {
+          code: "PAYLOAD_TOO_LARGE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      415: {
+        error: {
+          code: "UNSUPPORTED_MEDIA_TYPE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
+  /** Delete every finished job matching a filter */
+  bulkDeleteJobs: {
+    method: "POST";
+    path: "/jobs/bulk/purge";
+    params: Record<string, never>;
+    query: Record<string, never>;
+    headers: Record<string, never>;
+    body: BulkDelete;
+    bodyRequired: true;
+    responses: {
+      200: BulkResult;
+      400: {
+        error: {
+          code: "VALIDATION_FAILED" | "INVALID_JSON";
+          message: string;
+          details?: unknown;
+        };
+      };
+      401: {
+        error: {
+          code: "UNAUTHORIZED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      403: {
+        error: {
+          code: "FORBIDDEN";
+          message: string;
+          details?: unknown;
+        };
+      };
+      405: {
+        error: {
+          code: "METHOD_NOT_ALLOWED";
+          message: string;
+          details?: unknown;
+        };
+      };
+      413: {
+        error: {
+          code: "PAYLOAD_TOO_LARGE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      415: {
+        error: {
+          code: "UNSUPPORTED_MEDIA_TYPE";
+          message: string;
+          details?: unknown;
+        };
+      };
+      503: {
+        error: {
+          code: "DATABASE_UNAVAILABLE" | "NOT_READY";
+          message: string;
+          details?: unknown;
+        };
+      };
+      default: ErrorResponse;
+    };
+  };
   /** Submit a job */
   submitJob: {
     method: "POST";
@@ -2135,6 +2390,9 @@ export interface Operations {
 
 /** The method and path of every operation. */
 export const OPERATIONS = {
+  bulkRetryJobs: { method: "POST", path: "/jobs/bulk/retry" },
+  bulkCancelJobs: { method: "POST", path: "/jobs/bulk/cancel" },
+  bulkDeleteJobs: { method: "POST", path: "/jobs/bulk/purge" },
   submitJob: { method: "POST", path: "/jobs" },
   listJobs: { method: "GET", path: "/jobs" },
   submitJobs: { method: "POST", path: "/jobs/batch" },
