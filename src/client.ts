@@ -17,6 +17,7 @@ import {
 import { DEFAULT_QUEUE, type EnqueuedJob, insertJobs, type NewJob } from "./jobs/enqueue.ts";
 import { jobTimeline, type TimelinePage } from "./jobs/events.ts";
 import {
+  checkQueueLimits,
   type KeyFlow,
   keyFlows,
   type QueueFlow,
@@ -420,13 +421,14 @@ export class Pgwake<const Tasks extends readonly KnownTask[] = readonly KnownTas
    * `QueueLimits`). Workers apply them from their next claim of the queue, within a second;
    * lowering a limit stops new starts and aborts no running job. Overrides task defaults.
    */
-  setQueueLimits(queue: string, limits: QueueLimits): Promise<QueueFlow> {
+  async setQueueLimits(queue: string, limits: QueueLimits): Promise<QueueFlow> {
     checkQueue(queue);
+    checkQueueLimits(limits);
     return setQueueLimits(this.pool, this.sql, queue, limits, "operator");
   }
 
   /** Removes a queue's limits; task defaults (`queueLimits`) apply again as workers start. */
-  clearQueueLimits(queue: string): Promise<QueueFlow> {
+  async clearQueueLimits(queue: string): Promise<QueueFlow> {
     checkQueue(queue);
     return setQueueLimits(this.pool, this.sql, queue, {}, null);
   }

@@ -179,7 +179,8 @@ DROP TABLE {{schema}}.job_events_v2;
 
 -- A worker's lease covers every job it holds: the heartbeat extends one row, and the reaper
 -- takes back the jobs of a worker whose lease ran out (marks it reaped, then moves its jobs).
--- A claim holds FOR SHARE on its worker's row, so a worker cannot be reaped while it claims.
+-- A claim holds FOR SHARE on its worker's row, so a worker cannot be reaped while it claims
+-- (version 5: FOR KEY SHARE, against the reaper's FOR UPDATE, so heartbeats do not wait).
 ALTER TABLE {{schema}}.workers
   ADD COLUMN lease_expires_at timestamptz NOT NULL DEFAULT now(),
   ADD COLUMN reaped_at timestamptz,

@@ -3,7 +3,7 @@
 -- A queue may limit, across every worker: how many of its jobs run at once (`concurrency`), how
 -- many of one concurrency key (`key_concurrency`; 1 makes a strict serial lane per key), how
 -- many start per period (`rate_limit` per `rate_period_ms`, a token bucket holding up to
--- `rate_burst`) for the queue and per key, and share its slots between keys round-robin
+-- `rate_burst`, by default 50 ms worth) for the queue and per key, and share its slots between keys round-robin
 -- (`fair`). The claims of a limited queue take its row FOR UPDATE, so they run one at a time and
 -- every check and count is made on the rows they hold: no check-then-act race between workers.
 -- Unlimited queues never take that path. A job claimed under a limit holds a slot
@@ -371,15 +371,26 @@ $$;
 
 -- ---- the claim of a limited queue ------------------------------------------------------------
 
--- A token bucket refilled from `tokens_at` to now at `lim` per `period_ms`, holding up to `burst`
--- (default 1: starts are spread evenly over the period, never bunched). NULL when not limited.
+-- The size of a bucket: `burst` when set, else 50 ms worth of starts, at least 1. Starts are
+-- spread evenly over the period, never bunched at its start; the 50 ms let a claim that comes
+-- late (a busy worker, a slow commit, claims of many workers queueing for the queue's row) take
+-- the tokens that came meanwhile instead of losing them. A burst of 1 is exact to the token and
+-- may under-deliver when claims are late.
+CREATE FUNCTION {{schema}}.bucket_size(lim integer, period_ms integer, burst integer)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT coalesce(burst, greatest(1, ceil(lim * 50.0 / period_ms)))::double precision
+$$;
+
+-- A token bucket refilled from `tokens_at` to now at `lim` per `period_ms`, holding up to its
+-- size (bucket_size). NULL when not limited.
 CREATE FUNCTION {{schema}}.refill(tokens double precision, tokens_at timestamptz, lim integer,
                                   period_ms integer, burst integer, at timestamptz)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE WHEN lim IS NULL THEN NULL
-    ELSE least(coalesce(burst, 1)::double precision,
-               coalesce(tokens, coalesce(burst, 1)::double precision)
+    ELSE least({{schema}}.bucket_size(lim, period_ms, burst),
+               coalesce(tokens, {{schema}}.bucket_size(lim, period_ms, burst))
                + greatest(0, extract(epoch FROM at - coalesce(tokens_at, at))) * 1000 * lim / period_ms)
   END
 $$;
@@ -406,9 +417,11 @@ DECLARE
   total integer := 0;
   qturn bigint;
 BEGIN
+  -- FOR KEY SHARE: the reaper's FOR UPDATE waits for this claim, the heartbeat's update of the
+  -- lease does not (a claim waiting for the queue's row must not hold up the lease).
   PERFORM 1 FROM {{schema}}.workers w
   WHERE w.id = worker AND w.reaped_at IS NULL AND w.lease_expires_at > now()
-  FOR SHARE;
+  FOR KEY SHARE;
   IF NOT FOUND THEN RETURN; END IF;
   SELECT * INTO qs FROM {{schema}}.queues q WHERE q.name = queue_name FOR UPDATE;
   IF NOT FOUND OR qs.paused OR want <= 0 THEN RETURN; END IF;
@@ -520,8 +533,10 @@ END
 $$;
 
 -- Sets the slot counters to what running jobs hold: a safety net, run by maintenance (the
--- statements that end runs keep them right). Locks the queue's row first, then counts with a
--- fresh snapshot, so no claim of the queue runs meanwhile.
+-- statements that end runs keep them right), one queue per transaction. Locks the queue's row
+-- first, then counts with a fresh snapshot, so no claim of the queue runs meanwhile; key rows a
+-- statement ending runs holds are skipped (it is changing them right now, and it waits for this
+-- queue's row: waiting for its key rows would be a deadlock).
 CREATE FUNCTION {{schema}}.recount_slots(queue_name text) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -543,7 +558,7 @@ BEGIN
                      AND j.status = 'running' AND j.held_slot)::integer AS n
     FROM {{schema}}.queue_keys c WHERE c.queue = queue_name
     ORDER BY c.key
-    FOR UPDATE OF c
+    FOR UPDATE OF c SKIP LOCKED
   )
   UPDATE {{schema}}.queue_keys c SET running = counted.n
   FROM counted WHERE c.queue = queue_name AND c.key = counted.key AND c.running <> counted.n;

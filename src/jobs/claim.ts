@@ -19,8 +19,9 @@ export interface DueCursor {
 }
 
 // One statement claims for one queue, in four steps:
-// 1. `me`: the worker's lease must be live, and is held FOR SHARE: the reaper cannot mark this
-//    worker reaped while its claim is in flight, so no claimed job is left without a lease.
+// 1. `me`: the worker's lease must be live, and is held FOR KEY SHARE: the reaper (which takes
+//    the row FOR UPDATE) cannot mark this worker reaped while its claim is in flight, so no
+//    claimed job is left without a lease; the heartbeat's update of the lease does not wait.
 // 2. `promoted`: jobs of the queue that came due (scheduled, or retrying after a failure) become
 //    pending with a fresh ready_seq, so they queue behind what was already ready. They are
 //    claimable from the next claim on (this statement's snapshot does not see them).
@@ -42,15 +43,18 @@ export interface DueCursor {
 const LEASE_AND_PROMOTION = `me AS MATERIALIZED (
      SELECT w.id FROM {{schema}}.workers w
      WHERE w.id = $1 AND w.reaped_at IS NULL AND w.lease_expires_at > now()
-     FOR SHARE
+     FOR KEY SHARE
    ), open AS MATERIALIZED (
      SELECT 1 AS ok FROM me
      WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.queues q WHERE q.name = $2 AND q.paused)
    ), settings AS MATERIALIZED (
      SELECT coalesce(bool_or({{schema}}.queue_is_limited(q)), false) AS limited,
-            -- how often a token comes when starts are rate limited (the earliest of both buckets)
-            min(least(q.rate_period_ms::double precision / q.rate_limit,
-                      q.key_rate_period_ms::double precision / q.key_rate_limit)) AS token_ms
+            -- rate limits: how often a token comes (queue, key) and the queue's bucket as read
+            -- before this claim (a claim of another worker may have taken from it since)
+            min(q.rate_period_ms::double precision / q.rate_limit) AS token_ms,
+            min(q.key_rate_period_ms::double precision / q.key_rate_limit) AS key_token_ms,
+            min({{schema}}.refill(q.tokens, q.tokens_at, q.rate_limit, q.rate_period_ms,
+                                  q.rate_burst, now())) AS tokens
      FROM {{schema}}.queues q WHERE q.name = $2
    ), due AS MATERIALIZED (
      SELECT x.id, nextval('{{schema}}.jobs_id_seq'::regclass) AS seq
@@ -91,10 +95,20 @@ const SUMMARY = `summary AS (
              ORDER BY n.run_at, n.id LIMIT 1) AS next_due,
             EXISTS (SELECT 1 FROM me) AS live,
             (SELECT limited FROM settings) AS limited,
-            (SELECT token_ms FROM settings) AS token_ms
+            (SELECT token_ms FROM settings) AS token_ms,
+            (SELECT key_token_ms FROM settings) AS key_token_ms,
+            (SELECT tokens FROM settings) AS tokens,
+            -- ready jobs of our tasks before this claim (up to one more than it could take): a
+            -- rate-limited claim that left some sets a timer for the next token, one that left
+            -- none waits to be woken
+            CASE WHEN (SELECT limited FROM settings) THEN
+              (SELECT count(*)::integer FROM (
+                 SELECT 1 FROM {{schema}}.jobs r
+                 WHERE r.queue = $2 AND r.status = 'pending' AND r.task = ANY ($7::text[])
+                 LIMIT $6 + 1) r) END AS ready
    )
    SELECT c.*, s.promoted, s.promoted_run_at, s.promoted_id, s.next_due, s.live, s.limited,
-          s.token_ms
+          s.token_ms, s.key_token_ms, s.tokens, s.ready
    FROM summary s LEFT JOIN claimed c ON true`;
 
 const CLAIM_JOBS = statement(
@@ -180,8 +194,11 @@ export interface ClaimResult {
   leaseLive: boolean;
   /** The queue has limits: claim it with `limited` (a lane claim of it takes nothing). */
   limited: boolean;
-  /** With a rate limit: how often a token comes (ms). */
-  tokenMs: number | null;
+  /**
+   * Rate limited with ready jobs left behind: claim again in this many ms, when the next token
+   * is due (null: nothing to wait for — no rate limit, or nothing left to take).
+   */
+  nextTokenMs: number | null;
 }
 
 /** Claims from one queue's lanes for one worker and promotes that queue's due jobs. */
@@ -201,6 +218,9 @@ export async function claimJobs(
       live: boolean | null;
       limited: boolean | null;
       token_ms: number | null;
+      key_token_ms: number | null;
+      tokens: number | null;
+      ready: number | null;
     }
   >({
     ...sql.bind(options.limited ? CLAIM_LIMITED : CLAIM_JOBS),
@@ -238,8 +258,37 @@ export async function claimJobs(
     nextDueAt: summary.next_due === null ? null : new Date(summary.next_due),
     leaseLive: summary.live === true,
     limited: summary.limited === true,
-    tokenMs: summary.token_ms === null ? null : Number(summary.token_ms),
+    nextTokenMs: nextTokenWait(summary, claimedRows.length),
   };
+}
+
+/**
+ * When a rate-limited claim should come again: when the queue's bucket holds its next whole
+ * token (from the bucket as read before the claim, less what it took), or a key's next token
+ * may have come. Claims that left no ready job wait to be woken instead: an idle rate-limited
+ * queue costs nothing.
+ */
+function nextTokenWait(
+  summary: {
+    limited: boolean | null;
+    token_ms: number | null;
+    key_token_ms: number | null;
+    tokens: number | null;
+    ready: number | null;
+  },
+  claimed: number,
+): number | null {
+  if (!summary.limited || (summary.ready ?? 0) <= claimed) return null;
+  const waits: number[] = [];
+  if (summary.token_ms !== null) {
+    const tokenMs = Number(summary.token_ms);
+    const left = Number(summary.tokens ?? 0) - claimed;
+    // A whole token left means something else held this claim back (a concurrency limit, or a
+    // claim of another worker took the tokens since we read them): look again a token later.
+    waits.push(left >= 1 ? tokenMs : (1 - Math.max(0, left)) * tokenMs);
+  }
+  if (summary.key_token_ms !== null) waits.push(Number(summary.key_token_ms));
+  return waits.length > 0 ? Math.min(...waits) : null;
 }
 
 /** Orders lane positions: negative when `a` comes first. */

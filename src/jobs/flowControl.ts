@@ -1,5 +1,6 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
+import { PgwakeError } from "../errors.ts";
 
 /** A queue's limits across every worker (flow control); absent: no limit. */
 export interface QueueLimits {
@@ -18,6 +19,49 @@ export interface QueueLimits {
   keyRateBurst?: number | null;
   /** Keys share the queue's slots in turn (round robin) instead of first come, first served. */
   fair?: boolean;
+}
+
+const MAX_INT32 = 2_147_483_647;
+const COUNTS = [
+  "concurrency",
+  "keyConcurrency",
+  "rateLimit",
+  "rateBurst",
+  "keyRateLimit",
+  "keyRateBurst",
+] as const;
+const PERIODS = ["ratePeriodMs", "keyRatePeriodMs"] as const;
+
+/**
+ * Refuses limits the database would (INVALID_OPTIONS naming every bad field): counts are whole
+ * numbers from 1 (or null: no such limit), periods whole milliseconds from 1, `fair` a boolean.
+ */
+export function checkQueueLimits(limits: QueueLimits): void {
+  const issues: { path: string; message: string }[] = [];
+  const whole = (value: unknown) =>
+    typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= MAX_INT32;
+  for (const field of COUNTS) {
+    const value = limits[field];
+    if (value !== undefined && value !== null && !whole(value)) {
+      issues.push({ path: field, message: "a whole number from 1 to 2147483647, or null" });
+    }
+  }
+  for (const field of PERIODS) {
+    const value = limits[field];
+    if (value !== undefined && !whole(value)) {
+      issues.push({ path: field, message: "whole milliseconds from 1 to 2147483647" });
+    }
+  }
+  if (limits.fair !== undefined && typeof limits.fair !== "boolean") {
+    issues.push({ path: "fair", message: "true or false" });
+  }
+  if (issues.length > 0) {
+    throw new PgwakeError(
+      "INVALID_OPTIONS",
+      `invalid queue limits: ${issues.map((i) => `${i.path}: ${i.message}`).join("; ")}`,
+      { details: issues },
+    );
+  }
 }
 
 /**
@@ -199,21 +243,26 @@ export async function waitingFor(
   return waiting;
 }
 
-// Keys jobs without a key in keyed queues, recounts the slot counters of limited queues (a safety
-// net: the statements that end runs keep them right), and forgets idle keys — once across the
-// fleet at a time.
+// Keys jobs without a key in keyed queues and forgets idle keys — once across the fleet at a
+// time — and lists the limited queues, whose slot counters are then recounted one queue per
+// transaction (a safety net: the statements that end runs keep them right). One queue at a time,
+// because statements that end runs lock the rows of several queues in name order: holding one
+// queue's row while waiting for another's could deadlock with them.
 const FLOW_MAINTENANCE = statement(
   "flow_maintenance",
   `WITH lock AS MATERIALIZED (
      SELECT pg_try_advisory_xact_lock(hashtext({{channel}}), hashtext('flow')) AS ok
    )
-   SELECT CASE WHEN ok THEN {{schema}}.key_unkeyed_jobs(NULL) END AS keyed,
-          CASE WHEN ok THEN (SELECT coalesce(sum({{schema}}.recount_slots(q.name)), 0)::integer
-                             FROM {{schema}}.queues q WHERE {{schema}}.queue_is_limited(q)) END
-            AS recounted,
-          CASE WHEN ok AND $1 THEN {{schema}}.forget_idle_keys() END AS forgotten
+   SELECT ok,
+          CASE WHEN ok THEN {{schema}}.key_unkeyed_jobs(NULL) END AS keyed,
+          CASE WHEN ok AND $1 THEN {{schema}}.forget_idle_keys() END AS forgotten,
+          CASE WHEN ok THEN ARRAY(SELECT q.name FROM {{schema}}.queues q
+                                  WHERE {{schema}}.queue_is_limited(q) ORDER BY q.name) END
+            AS limited
    FROM lock`,
 );
+
+const RECOUNT = statement("flow_recount", "SELECT {{schema}}.recount_slots($1) AS fixed");
 
 /** One pass of flow control's maintenance; `forget` also drops idle key rows. */
 export async function maintainFlow(
@@ -222,12 +271,18 @@ export async function maintainFlow(
   forget: boolean,
 ): Promise<{ keyed: number; recounted: number; forgotten: number }> {
   const { rows } = await db.query<{
+    ok: boolean;
     keyed: number | null;
-    recounted: number | null;
     forgotten: number | null;
+    limited: string[] | null;
   }>({ ...sql.bind(FLOW_MAINTENANCE), values: [forget] });
   const row = rows[0]!;
-  return { keyed: row.keyed ?? 0, recounted: row.recounted ?? 0, forgotten: row.forgotten ?? 0 };
+  let recounted = 0;
+  for (const queue of row.limited ?? []) {
+    const result = await db.query<{ fixed: number }>({ ...sql.bind(RECOUNT), values: [queue] });
+    recounted += result.rows[0]!.fixed;
+  }
+  return { keyed: row.keyed ?? 0, recounted, forgotten: row.forgotten ?? 0 };
 }
 
 function toFlow(row: QueueRow): QueueFlow {

@@ -48,7 +48,7 @@ export async function registerWorker(
 // it holds, so renewing it is one row. It also answers which of the jobs the worker believes it
 // holds are no longer its own (cancelled, or reaped after the lease ran out), so their handlers
 // can be stopped. A reaped worker renews nothing: `alive` is false and it must start over under a
-// new id. Claims hold FOR SHARE on the row, so this waits for a claim in flight (milliseconds).
+// new id. Claims hold FOR KEY SHARE on the row, which this update does not wait for.
 const HEARTBEAT = statement(
   "heartbeat",
   `WITH beat AS (

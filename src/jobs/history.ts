@@ -42,9 +42,10 @@ export const CURRENT_SLOT = "SELECT {{schema}}.history_slot(now()) AS s";
 
 /**
  * CTEs (named with `prefix`) that release what runs ending in `source` held: the slots of jobs
- * claimed under a limit (`held_slot`: the queue's and its key's counters go down; key rows are
- * locked in (queue, key) order first, so two such statements never deadlock, and claims skip
- * locked key rows). `source` must have `queue`, `concurrency_key` and `held_slot`.
+ * claimed under a limit (`held_slot`: the queue's and its key's counters go down). Key rows are
+ * locked in (queue, key) order first, then the queues' rows in name order: two such statements
+ * never deadlock; claims (which hold a queue's row) skip locked key rows, and the recount of
+ * maintenance takes one queue at a time and skips them too. `source` must have `queue`, `concurrency_key` and `held_slot`.
  */
 export function releaseSlots(source: string, prefix = "slots"): string {
   return `${prefix} AS MATERIALIZED (
@@ -60,10 +61,18 @@ export function releaseSlots(source: string, prefix = "slots"): string {
            WHERE (s.queue, s.concurrency_key) IN (SELECT queue, key FROM ${prefix}_keys)
            GROUP BY 1, 2) d
      WHERE c.queue = d.queue AND c.key = d.key
+   ), ${prefix}_keys_done AS MATERIALIZED (
+     SELECT count(*) FROM ${prefix}_keys
+   ), ${prefix}_queue_rows AS MATERIALIZED (
+     -- the queues' rows in name order, after their keys' (as every statement that ends runs)
+     SELECT q.name FROM {{schema}}.queues q
+     WHERE q.name IN (SELECT queue FROM ${prefix}) AND EXISTS (SELECT 1 FROM ${prefix}_keys_done)
+     ORDER BY q.name
+     FOR UPDATE OF q
    ), ${prefix}_queues_down AS (
      UPDATE {{schema}}.queues q SET running = greatest(0, q.running - d.n)
-     FROM (SELECT queue, count(*)::integer AS n FROM ${prefix} GROUP BY 1 ORDER BY 1) d
-     WHERE q.name = d.queue
+     FROM (SELECT queue, count(*)::integer AS n FROM ${prefix} GROUP BY 1) d
+     WHERE q.name = d.queue AND q.name IN (SELECT name FROM ${prefix}_queue_rows)
    )`;
 }
 

@@ -13,16 +13,22 @@ function tryLock(name: string): string {
   return `SELECT pg_try_advisory_xact_lock(hashtext({{channel}}), hashtext('${name}')) AS ok`;
 }
 
-// A worker whose lease ran out is marked reaped: it can claim no more (claims check the mark,
-// holding FOR SHARE on the row, so this waits for a claim in flight and the next step sees the
-// jobs it took). Its wake-up tokens go with it.
+// A worker whose lease ran out is marked reaped: it can claim no more. Claims check the mark
+// holding FOR KEY SHARE on the row; the rows are taken FOR UPDATE first, so this waits for a claim
+// in flight and the next step sees the jobs it took (and a heartbeat that came meanwhile saves its
+// worker: the lease is checked again on the row as it is then). Its wake-up tokens go with it.
 const MARK_EXPIRED_WORKERS = statement(
   "mark_expired_workers",
   `WITH lock AS MATERIALIZED (${tryLock("reap")}),
-   marked AS (
-     UPDATE {{schema}}.workers w SET reaped_at = now()
-     FROM lock
+   expired AS MATERIALIZED (
+     SELECT w.id FROM {{schema}}.workers w, lock
      WHERE lock.ok AND w.reaped_at IS NULL AND w.lease_expires_at < now()
+     ORDER BY w.id
+     FOR UPDATE OF w
+   ), marked AS (
+     UPDATE {{schema}}.workers w SET reaped_at = now()
+     FROM expired e
+     WHERE w.id = e.id AND w.reaped_at IS NULL AND w.lease_expires_at < now()
      RETURNING w.id
    ), tokens AS (
      DELETE FROM {{schema}}.waiters t WHERE t.worker_id IN (SELECT id FROM marked)

@@ -250,9 +250,9 @@ export class ClaimScheduler {
         promoteLimit: PROMOTE_LIMIT,
       });
       claimed = result.claimed;
-      if (result.limited && result.tokenMs !== null && result.claimed.length < limit) {
-        // Rate limited: claim again when the next token is due.
-        this.dueAt(Date.now() + Math.max(1, Math.ceil(result.tokenMs)));
+      if (result.nextTokenMs !== null && result.claimed.length < limit) {
+        // Rate limited with jobs left: claim again when the next token is due.
+        this.dueAt(Date.now() + Math.max(1, Math.ceil(result.nextTokenMs)));
       }
       if (result.limited !== this.limited) {
         // Limits were set or removed: the next claim takes the other path (this one took

@@ -7,7 +7,7 @@ import { SchemaSql, statement } from "../db/sql.ts";
 import { PgwakeError } from "../errors.ts";
 import type { ClaimedJob } from "../jobs/claim.ts";
 import { DEFAULT_QUEUE, type NewJob } from "../jobs/enqueue.ts";
-import { type QueueLimits, setQueueLimits } from "../jobs/flowControl.ts";
+import { checkQueueLimits, type QueueLimits, setQueueLimits } from "../jobs/flowControl.ts";
 import { removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
 import { returnJobs } from "../jobs/returnJobs.ts";
 import { addMinuteCounts, MinuteCounter } from "../jobs/stats.ts";
@@ -519,7 +519,10 @@ export class Worker {
       0,
       Math.min(this.cap(queue) - running, this.opts.concurrency - this.runner.size),
     );
-    const target = this.bufferTarget(queue);
+    // A limited queue is claimed for free slots only: a buffered job would hold one of the
+    // queue's slots (or tokens) fleet-wide without running, and start later whatever the limit
+    // is then.
+    const target = this.schedulers.get(queue)?.isLimited ? 0 : this.bufferTarget(queue);
     const unwritten = Math.max(0, this.writer.pending - this.opts.flushBatchSize);
     const room = Math.min(MAX_CLAIM, freeSlots + target - buffered - unwritten);
     if (room <= 0) return 0;
@@ -744,15 +747,21 @@ export class Worker {
   private onNotification(channel: string, payload: string): void {
     if (this.state !== "running") return;
     if (channel === this.sql.controlChannel) {
-      let id: unknown;
+      let message: { cancel?: unknown; queue?: unknown };
       try {
-        id = (JSON.parse(payload) as { cancel?: unknown }).cancel;
+        message = JSON.parse(payload) as typeof message;
       } catch {
         return;
       }
+      const id = message.cancel;
       if (typeof id === "number" && (this.runner.has(id) || this.isBuffered(id))) {
         // The heartbeat finds out which jobs we lost and stops them.
         this.track(this.lease.beat());
+      }
+      if (typeof message.queue === "string") {
+        // A queue's limits changed: claim it now, under the new limits (the claim says whether
+        // it is limited, and the scheduler switches paths). Without NOTIFY, the next poll does.
+        this.scheduler(message.queue)?.request({ tasks: null, sweep: true });
       }
       return;
     }
@@ -914,6 +923,7 @@ function taskQueueLimits(registry: TaskRegistry): Map<string, QueueLimits> {
   for (const name of registry.names()) {
     const task = registry.get(name)!;
     if (!task.queueLimits) continue;
+    checkQueueLimits(task.queueLimits);
     const queue = task.queue ?? DEFAULT_QUEUE;
     const seen = byQueue.get(queue);
     if (seen && !isDeepStrictEqual(seen.limits, task.queueLimits)) {
