@@ -109,6 +109,18 @@ describe("compose.yaml", () => {
     expect(loadConfig(opted).builtinTasks).toEqual(["demo", "http"]);
   });
 
+  it("probes workers on their own health port (not published), serving every queue by default", () => {
+    const worker = services.worker!;
+    const env = withDefaults(worker.environment);
+    const config = loadConfig(env);
+    expect(config.healthPort).toBe(9090);
+    expect(config.queues).toBeNull();
+    const test = worker.healthcheck?.test;
+    expect(Array.isArray(test) ? test.join(" ") : test).toContain("http://127.0.0.1:9090/ready");
+    // The connection budget the comments state: 1 LISTEN connection + the pool per worker.
+    expect(config.poolSize).toBe(4);
+  });
+
   it("lets workers scale: no ports, no fixed container name, a stop grace above the drain", () => {
     const worker = services.worker!;
     expect(worker.ports).toBeUndefined();
