@@ -28,10 +28,28 @@ export { type BackoffOptions, DEFAULT_BACKOFF, retryDelayMs } from "./jobs/backo
 export type { CancelledJob, QueueSettings } from "./jobs/control.ts";
 export type { EnqueuedJob, NewJob } from "./jobs/enqueue.ts";
 export type { JobEvent, JobEventKind, TimelinePage } from "./jobs/events.ts";
+export type {
+  KeyFlow,
+  LimitsSource,
+  QueueFlow,
+  QueueLimits,
+  WaitReason,
+} from "./jobs/flowControl.ts";
 export type { JobListPage, ListJobsFilter } from "./jobs/list.ts";
-export type { QueueStats, QueueWorker } from "./jobs/queueStats.ts";
+export type { QueueFlowStats, QueueStats, QueueWorker } from "./jobs/queueStats.ts";
 export { JOB_STATUSES, type Job, type JobStatus, TERMINAL_STATUSES } from "./jobs/types.ts";
 export { createLogger, type Logger } from "./logger.ts";
+export {
+  defineSchedule,
+  type Schedule,
+  type ScheduleDetails,
+  type SchedulePage,
+  type SchedulePatch,
+  type ScheduleRun,
+  type ScheduleSpec,
+  ScheduleStore,
+  type TaskScheduleSpec,
+} from "./schedules/index.ts";
 export { SETTING_DEFAULTS, type UnknownTaskPolicy } from "./settings.ts";
 export {
   type AnyTaskDefinition,
@@ -48,6 +66,7 @@ export {
   type TaskReference,
   TaskRegistry,
 } from "./tasks.ts";
+export { serveWorkerHealth } from "./worker/healthServer.ts";
 export {
   type QueueSlots,
   WORKER_DEFAULTS,
