@@ -540,8 +540,8 @@ CREATE TRIGGER jobs_after_insert
 
 -- Jobs ready to run now in `queues` (every queue when NULL), what autoscalers scale on: pending,
 -- plus jobs due but not yet promoted, in queues that are not paused; with `include_running`, also
--- the jobs the live workers hold (a worker on a long job is not idle). Bounded index reads, never
--- a scan of the table: capped at 100,000 per kind.
+-- the jobs the workers hold (a worker on a long job is not idle) and the dead workers waiting to
+-- be reaped. Bounded index reads, never a scan of the table: capped at 100,000 per kind.
 CREATE FUNCTION {{schema}}.queue_depth(queues text[] DEFAULT NULL, include_running boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
@@ -576,10 +576,20 @@ BEGIN
       LIMIT 100000) b;
   END IF;
   IF include_running THEN
-    SELECT coalesce(sum(r.value::bigint), 0) INTO held
-    FROM {{schema}}.workers w, jsonb_each_text(w.running_by_queue) r
-    WHERE w.reaped_at IS NULL AND w.lease_expires_at > now()
-      AND (queue_depth.queues IS NULL OR r.key = ANY (queue_depth.queues));
+    -- As the workers reported with their last heartbeat. A worker whose lease ran out still
+    -- counts (at least 1) until the reaper has moved its jobs back: someone must be running to
+    -- reap them, or an autoscaler at zero would leave them running for ever.
+    SELECT coalesce(sum(CASE WHEN w.reaped_at IS NULL AND w.lease_expires_at > now() THEN n.held
+                             ELSE greatest(n.held, 1) END), 0) INTO held
+    FROM {{schema}}.workers w
+    CROSS JOIN LATERAL (
+      SELECT coalesce(sum(r.value::bigint), 0) AS held
+      FROM jsonb_each_text(w.running_by_queue) r
+      WHERE queue_depth.queues IS NULL OR r.key = ANY (queue_depth.queues)) n
+    WHERE n.held > 0
+       OR ((w.reaped_at IS NOT NULL OR w.lease_expires_at <= now())
+           AND (queue_depth.queues IS NULL OR w.queues && queue_depth.queues
+                OR '*' = ANY (w.queues)));
   END IF;
   RETURN ready + due + held;
 END

@@ -1167,10 +1167,7 @@ describe("deploy/kubernetes/overlays", () => {
       "default,emails",
     );
     const [scaled] = ofKind<ScaledObjectResource>(rendered, "ScaledObject");
-    expect(queryQueues(scaled!.spec.triggers[0]!.metadata.query!)).toEqual([
-      ["default", "emails"],
-      ["default", "emails"],
-    ]);
+    expect(queryQueues(scaled!.spec.triggers[0]!.metadata.query!)).toEqual([["default", "emails"]]);
     // Its selectors carry the instance label: pods of another installation are not selected.
     const api = workload(rendered, "api");
     expect(api.spec.selector.matchLabels).toMatchObject({
@@ -1337,9 +1334,7 @@ describe("each check catches the mistake it is for", () => {
   it("KEDA: queues, schema, target and replicas that do not match the workers", () => {
     const problems = introduced(withSettings(kedaProblems), (rs) => {
       const trigger = scaled(rs).spec.triggers[0]!;
-      trigger.metadata.query = trigger.metadata
-        .query!.replace("'emails'", "'mail'")
-        .replace("FROM pgwake.jobs", "FROM public.jobs");
+      trigger.metadata.query = `${trigger.metadata.query!.replace("'emails'", "'mail'")} + (SELECT count(*) FROM public.jobs)`;
       trigger.metadata.targetQueryValue = "64";
       worker(rs).spec.replicas = 2;
     });
@@ -1660,7 +1655,12 @@ describe("the KEDA query", () => {
       { task: "test.quick", queue: "emails" },
     ]);
     runner = new Pgwake({ connectionString: db.url, schema: db.schema, tasks: [hold, quick] });
-    worker = runner.worker({ queues: ["default", "emails", "reports"], concurrency: 8 });
+    // Running jobs are counted as workers report them with their heartbeat: a short one here.
+    worker = runner.worker({
+      queues: ["default", "emails", "reports"],
+      concurrency: 8,
+      heartbeatMs: 200,
+    });
     await worker.start();
     const ids = (jobs: { job: { id: number } }[]) => jobs.map((r) => r.job.id);
     await waitFor(
@@ -1668,6 +1668,15 @@ describe("the KEDA query", () => {
         (await statuses(ids(running))).every((s) => s === "running") &&
         (await statuses(ids(finished))).every((s) => s === "completed"),
       { timeoutMs: 20_000, message: "held jobs running and quick ones completed" },
+    );
+    await waitFor(
+      async () =>
+        (
+          await db.query<{ n: number }>(
+            "SELECT coalesce(sum(running), 0)::integer AS n FROM {{schema}}.workers",
+          )
+        )[0]!.n === 4,
+      { timeoutMs: 10_000, message: "the worker's heartbeat to report its 4 running jobs" },
     );
   });
   afterAll(async () => {
