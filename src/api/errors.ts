@@ -30,6 +30,8 @@ export const API_ERROR_CODES = [
   "SCHEDULE_NOT_FOUND",
   "SCHEDULE_CONFLICT",
   "INVALID_SCHEDULE",
+  // Bytes that are not HTTP/1.1 on a connection (src/api/server.ts), answered below the routes.
+  "MALFORMED_REQUEST",
 ] as const;
 
 /** One of {@link API_ERROR_CODES}. */

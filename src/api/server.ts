@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { serve } from "@hono/node-server";
 import type { Hono } from "hono";
+import type { ApiErrorCode } from "./errors.ts";
 import type { ApiEnv } from "./types.ts";
 
 /** A running HTTP server. */
@@ -63,7 +64,7 @@ function answerClientErrorsInOrder(server: Server): void {
       const tooLarge = error.code === "HPE_HEADER_OVERFLOW";
       const body = JSON.stringify({
         error: {
-          code: "MALFORMED_REQUEST",
+          code: "MALFORMED_REQUEST" satisfies ApiErrorCode,
           message: tooLarge ? "request headers too large" : "the request is not valid HTTP/1.1",
         },
       });
