@@ -6,20 +6,25 @@
  * under bench/results/. See bench/README.md.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type BenchContext, type Mode, SETTINGS } from "./lib/context.ts";
 import { machineInfo } from "./lib/machine.ts";
 import { Progress } from "./lib/progress.ts";
-import { renderTable } from "./lib/report.ts";
+import { renderTable, renderVerdicts } from "./lib/report.ts";
 import { renderSvg } from "./lib/svg.ts";
 import { adminPool } from "./lib/systems.ts";
 import { drainScenario } from "./scenarios/drain.ts";
 import { enqueueScenario } from "./scenarios/enqueue.ts";
+import { historyScenario } from "./scenarios/history.ts";
 import { httpScenario } from "./scenarios/http.ts";
 import { latencyScenario } from "./scenarios/latency.ts";
 import { peersScenario } from "./scenarios/peers.ts";
+import { scaleScenario } from "./scenarios/scale.ts";
 import { wakeupScenario } from "./scenarios/wakeup.ts";
+import { walScenario } from "./scenarios/wal.ts";
+import { xminScenario } from "./scenarios/xmin.ts";
 
 const SCENARIOS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   drain: drainScenario,
@@ -28,6 +33,10 @@ const SCENARIOS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   wakeup: wakeupScenario,
   peers: peersScenario,
   http: httpScenario,
+  wal: walScenario,
+  xmin: xminScenario,
+  history: historyScenario,
+  scale: scaleScenario,
 };
 
 const USAGE = `usage: node bench/run.ts [--quick | --full] [--reps N] [scenario …]
@@ -99,6 +108,7 @@ async function main(): Promise<void> {
     results: [],
     notes: [],
     statStatements: false,
+    verdicts: [],
   };
   const statStatements = await statStatementsReadable(ctx);
   ctx.statStatements = statStatements === true;
@@ -110,9 +120,13 @@ async function main(): Promise<void> {
   }
   const machine = await machineInfo(admin, database.source);
   const failures: string[] = [];
+  // Other processes share this machine's cores: each scenario's load average says how much.
+  const load: Record<string, number[]> = {};
+  const loadNow = () => loadavg().map((l) => Math.round(l * 100) / 100);
   try {
     for (const name of args.scenarios) {
       progress.scenario(name);
+      load[name] = loadNow();
       try {
         // Start every scenario from a clean slate: without this, the pages the previous
         // scenario dirtied are written by a checkpoint during this one's measurement.
@@ -138,7 +152,14 @@ async function main(): Promise<void> {
 
   const finishedAt = new Date();
   console.log(renderTable(ctx.results, { mode: args.mode, reps: settings.reps, machine }));
+  console.log(
+    `\nload average (1/5/15 min) at each scenario's start: ${Object.entries(load)
+      .map(([name, l]) => `${name} ${l.join("/")}`)
+      .join("; ")}; at the end ${loadNow().join("/")}`,
+  );
   for (const note of ctx.notes) console.log(`\n[${note.scenario}] ${note.text}`);
+  const verdicts = renderVerdicts(ctx.verdicts);
+  if (verdicts) console.log(`\n${verdicts}`);
 
   const here = dirname(fileURLToPath(import.meta.url));
   const dir = join(here, "results");
@@ -153,8 +174,10 @@ async function main(): Promise<void> {
     scenarios: args.scenarios,
     settings,
     machine,
+    loadAverage: { byScenario: load, atEnd: loadNow() },
     results: ctx.results,
     notes: ctx.notes,
+    verdicts: ctx.verdicts,
   };
   writeFileSync(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(`${base}.svg`, renderSvg(ctx.results, { mode: args.mode, machine, startedAt }));

@@ -3,8 +3,9 @@
  * on command from the parent over IPC, counts handled jobs and, for the latency scenario,
  * records when each handler started (wall clock with sub-millisecond precision).
  *
- * Protocol (parent → child): prepare, start, stop, ping, exit. The child answers prepared,
- * started, stopped (with counters), pong, and sends progress every 50 ms while running.
+ * Protocol (parent → child): prepare, start, stop, ping, counters, exit. The child answers
+ * prepared, started, stopped (with counters), pong, counters, and sends progress every 50 ms
+ * while running (only when the count moved).
  * "prepare" does everything that is not consuming jobs (connecting, pg-boss's start()), so that
  * the time from "start" measures consumption, not set-up.
  */
@@ -48,7 +49,20 @@ interface System {
   start(): Promise<void>;
   /** Stops consuming; returns extra counters. */
   stop(): Promise<Record<string, number>>;
+  /** Counters so far, while running (pgwake only). */
+  counters?(): Promise<Record<string, number>>;
   close(): Promise<void>;
+}
+
+/** pgwake's worker options for this child: its defaults, or the given tuning over them. */
+function pgwakeOptions(): Record<string, unknown> {
+  const tuning = config.pgwake ?? {};
+  const options: Record<string, unknown> = config.pgwakeDefaults
+    ? { ...tuning }
+    : { concurrency: config.concurrency, ...tuning };
+  if (config.notify !== undefined) options.notify = config.notify;
+  if (config.pollIntervalMs) options.pollIntervalMs = config.pollIntervalMs;
+  return options;
 }
 
 async function pgwakeSystem(): Promise<System> {
@@ -60,10 +74,19 @@ async function pgwakeSystem(): Promise<System> {
       schema: config.schema,
       queues: [config.queue],
       tasks: [defineTask({ name: config.task, handler })],
-      concurrency: config.concurrency,
-      notify: config.notify ?? true,
-      ...(config.pollIntervalMs ? { pollIntervalMs: config.pollIntervalMs } : {}),
+      ...pgwakeOptions(),
     });
+  const counters = async (w: InstanceType<typeof Worker>): Promise<Record<string, number>> => {
+    const claims = await w.metrics.claims.get();
+    const byKind = (kind: string) =>
+      claims.values.filter((v) => v.labels.kind === kind).reduce((sum, v) => sum + v.value, 0);
+    return {
+      claimQueries: w.stats.claimQueries,
+      claimed: w.stats.claimed,
+      claimsForward: byKind("forward"),
+      claimsSweep: byKind("sweep"),
+    };
+  };
   return {
     async prepare() {
       worker = make();
@@ -72,12 +95,15 @@ async function pgwakeSystem(): Promise<System> {
       worker ??= make();
       await worker.start();
     },
+    async counters() {
+      return worker ? counters(worker) : {};
+    },
     async stop(): Promise<Record<string, number>> {
       const w = worker;
       worker = undefined;
       if (!w) return {};
       await w.stop({ graceMs: 5_000 });
-      return { claimQueries: w.stats.claimQueries, claimed: w.stats.claimed };
+      return counters(w);
     },
     async close() {},
   };
@@ -86,8 +112,11 @@ async function pgwakeSystem(): Promise<System> {
 async function graphileSystem(): Promise<System> {
   const { run, Logger } = await import("graphile-worker");
   const logger = new Logger(() => () => {});
-  const pool = new pg.Pool({ connectionString: config.url, max: config.concurrency + 2 });
+  const maxPoolSize = config.maxPoolSize ?? config.concurrency + 2;
+  const pool = new pg.Pool({ connectionString: config.url, max: maxPoolSize });
   pool.on("error", () => {});
+  // graphile-worker checks that every client has an error handler, and warns otherwise.
+  pool.on("connect", (client) => client.on("error", () => {}));
   let runner: Awaited<ReturnType<typeof run>> | undefined;
   return {
     async prepare() {
@@ -108,7 +137,7 @@ async function graphileSystem(): Promise<System> {
           worker: {
             schema: config.schema,
             concurrentJobs: config.concurrency,
-            maxPoolSize: config.concurrency + 2,
+            maxPoolSize,
             pollInterval: config.pollIntervalMs ?? 2_000,
             ...(config.localQueueSize ? { localQueue: { size: config.localQueueSize } } : {}),
             completeJobBatchDelay: 0,
@@ -196,10 +225,20 @@ async function handle(system: System, message: ParentMessage): Promise<void> {
       await system.prepare();
       send({ type: "prepared" });
       return;
-    case "start":
-      progressTimer = setInterval(() => send({ type: "progress", handled }), 50);
+    case "start": {
+      // Progress only when it moved: an idle fleet of 100 children sends nothing.
+      let reported = -1;
+      progressTimer = setInterval(() => {
+        if (handled === reported) return;
+        reported = handled;
+        send({ type: "progress", handled });
+      }, 50);
       await system.start();
       send({ type: "started" });
+      return;
+    }
+    case "counters":
+      send({ type: "counters", handled, extra: (await system.counters?.()) ?? {} });
       return;
     case "stop": {
       clearInterval(progressTimer);

@@ -5,6 +5,13 @@ import type { SystemName } from "./systems.ts";
 
 export type Mode = "quick" | "default" | "full";
 
+/** A graphile-worker configuration tried in `peers` (its best one is compared). */
+export interface GraphileConfig {
+  concurrency: number;
+  localQueueSize: number;
+  maxPoolSize?: number;
+}
+
 /** Sizes of every scenario for one mode. */
 export interface Settings {
   reps: number;
@@ -25,9 +32,45 @@ export interface Settings {
     procs: number[];
     single: number;
     bulk: number;
+    /** Bulk enqueue shapes: jobs per call (the last one is one call of `bulk`). */
+    bulkChunks: number[];
     latencyJobs: number;
+    /** graphile-worker configurations tried on one process; the best is compared. */
+    graphileCandidates: GraphileConfig[];
+    calibrationJobs: number;
+    calibrationRuns: number;
+    /** pg-boss too (it doubles the time of the drain rounds). */
+    pgboss: boolean;
   };
+  /** WAL per drained job. */
+  wal: { jobs: number };
+  /** Drain while a transaction stays open in another database. */
+  xmin: { jobs: number };
+  /** Sustained submissions with a short retention: does finished history stay bounded? */
+  history: { rate: number; seconds: number; retentionMs: number; sampleEveryMs: number };
+  /** Stats endpoints and a single job's start delay over a large history. */
+  scale: {
+    historyRows: number;
+    queues: number;
+    seconds: number;
+    jobIntervalMs: number;
+    scrapeIntervalMs: number;
+  };
+  /** Idle worker processes: what they cost submitters, and how many one job wakes. */
+  fleet: {
+    workers: number;
+    seconds: number;
+    inFlight: number;
+    wakeJobs: number;
+    wakeIntervalMs: number;
+  };
+  /** Where bulk enqueue time goes. */
+  bulk: { jobs: number; chunks: number[] };
+  /** Cron schedules firing together (bench/scenarios/schedules.ts). */
+  schedules: { schedules: number; ticks: number; services: number };
 }
+
+const GRAPHILE_DOCS: GraphileConfig = { concurrency: 24, localQueueSize: 500, maxPoolSize: 25 };
 
 export const SETTINGS: Record<Mode, Settings> = {
   quick: {
@@ -44,7 +87,31 @@ export const SETTINGS: Record<Mode, Settings> = {
     latency: { jobs: 100, intervalMs: 10, missedAfterMs: 100 },
     wakeup: { seconds: 0.5, submitters: [8, 16], backlog: 20_000 },
     http: { seconds: 1, rates: [2_500, 5_000], connections: 64 },
-    peers: { drainJobs: 5_000, procs: [1], single: 1_000, bulk: 20_000, latencyJobs: 100 },
+    peers: {
+      drainJobs: 5_000,
+      procs: [1, 2],
+      single: 1_000,
+      bulk: 10_000,
+      bulkChunks: [1_000, 10_000],
+      latencyJobs: 100,
+      graphileCandidates: [GRAPHILE_DOCS, { concurrency: 64, localQueueSize: 1_000 }],
+      calibrationJobs: 5_000,
+      calibrationRuns: 1,
+      pgboss: false,
+    },
+    wal: { jobs: 5_000 },
+    xmin: { jobs: 5_000 },
+    history: { rate: 2_000, seconds: 20, retentionMs: 10_000, sampleEveryMs: 1_000 },
+    scale: {
+      historyRows: 200_000,
+      queues: 10,
+      seconds: 8,
+      jobIntervalMs: 50,
+      scrapeIntervalMs: 100,
+    },
+    fleet: { workers: 20, seconds: 1, inFlight: 16, wakeJobs: 20, wakeIntervalMs: 150 },
+    bulk: { jobs: 10_000, chunks: [1_000, 10_000] },
+    schedules: { schedules: 1_000, ticks: 1, services: 2 },
   },
   default: {
     reps: 3,
@@ -60,10 +127,39 @@ export const SETTINGS: Record<Mode, Settings> = {
     latency: { jobs: 2_000, intervalMs: 10, missedAfterMs: 100 },
     wakeup: { seconds: 3, submitters: [8, 16], backlog: 100_000 },
     http: { seconds: 4, rates: [1_000, 2_500, 5_000], connections: 64 },
-    peers: { drainJobs: 50_000, procs: [1, 2], single: 3_000, bulk: 50_000, latencyJobs: 1_000 },
+    peers: {
+      drainJobs: 50_000,
+      procs: [1, 2],
+      single: 3_000,
+      bulk: 50_000,
+      bulkChunks: [1_000, 50_000],
+      latencyJobs: 1_000,
+      graphileCandidates: [
+        GRAPHILE_DOCS,
+        { concurrency: 32, localQueueSize: 500 },
+        { concurrency: 64, localQueueSize: 1_000 },
+        { concurrency: 100, localQueueSize: 1_000 },
+      ],
+      calibrationJobs: 20_000,
+      calibrationRuns: 2,
+      pgboss: true,
+    },
+    wal: { jobs: 50_000 },
+    xmin: { jobs: 50_000 },
+    history: { rate: 2_000, seconds: 120, retentionMs: 10_000, sampleEveryMs: 5_000 },
+    scale: {
+      historyRows: 5_000_000,
+      queues: 10,
+      seconds: 30,
+      jobIntervalMs: 50,
+      scrapeIntervalMs: 100,
+    },
+    fleet: { workers: 100, seconds: 3, inFlight: 16, wakeJobs: 50, wakeIntervalMs: 200 },
+    bulk: { jobs: 50_000, chunks: [1_000, 50_000] },
+    schedules: { schedules: 10_000, ticks: 2, services: 2 },
   },
   full: {
-    reps: 3,
+    reps: 5,
     drain: {
       jobs: 200_000,
       procs: [1, 2, 4],
@@ -76,7 +172,36 @@ export const SETTINGS: Record<Mode, Settings> = {
     latency: { jobs: 2_000, intervalMs: 10, missedAfterMs: 100 },
     wakeup: { seconds: 4, submitters: [8, 16], backlog: 150_000 },
     http: { seconds: 5, rates: [1_000, 2_500, 5_000], connections: 64 },
-    peers: { drainJobs: 50_000, procs: [1, 2], single: 5_000, bulk: 50_000, latencyJobs: 2_000 },
+    peers: {
+      drainJobs: 50_000,
+      procs: [1, 2],
+      single: 5_000,
+      bulk: 50_000,
+      bulkChunks: [1_000, 50_000],
+      latencyJobs: 2_000,
+      graphileCandidates: [
+        GRAPHILE_DOCS,
+        { concurrency: 32, localQueueSize: 500 },
+        { concurrency: 64, localQueueSize: 1_000 },
+        { concurrency: 100, localQueueSize: 1_000 },
+      ],
+      calibrationJobs: 50_000,
+      calibrationRuns: 2,
+      pgboss: true,
+    },
+    wal: { jobs: 50_000 },
+    xmin: { jobs: 50_000 },
+    history: { rate: 2_000, seconds: 120, retentionMs: 10_000, sampleEveryMs: 5_000 },
+    scale: {
+      historyRows: 5_000_000,
+      queues: 10,
+      seconds: 60,
+      jobIntervalMs: 50,
+      scrapeIntervalMs: 100,
+    },
+    fleet: { workers: 100, seconds: 4, inFlight: 16, wakeJobs: 100, wakeIntervalMs: 200 },
+    bulk: { jobs: 50_000, chunks: [1_000, 50_000] },
+    schedules: { schedules: 10_000, ticks: 2, services: 2 },
   },
 };
 
@@ -92,6 +217,18 @@ export interface Result {
   summary: Summary;
   /** Compared with another row: the key that ties pgwake's row to its peers' rows. */
   compareKey?: string;
+  /** Which pgwake configuration, when a scenario compares several (e.g. "defaults", "tuned"). */
+  variant?: string;
+}
+
+/** A target of an issue checked against this run's figures. */
+export interface Verdict {
+  /** e.g. "#11" */
+  issue: string;
+  target: string;
+  measured: string;
+  /** null: not decidable from this run (e.g. the scenario was skipped or failed). */
+  met: boolean | null;
 }
 
 export interface BenchContext {
@@ -105,4 +242,6 @@ export interface BenchContext {
   notes: { scenario: string; text: string }[];
   /** Whether pg_stat_statements can be read on this server. */
   statStatements: boolean;
+  /** Targets of the issues, with what this run measured. */
+  verdicts: Verdict[];
 }

@@ -1,4 +1,4 @@
-import type { Result } from "./context.ts";
+import type { Result, Verdict } from "./context.ts";
 import { formatNumber } from "./format.ts";
 import type { MachineInfo } from "./machine.ts";
 import { SYSTEM_LABEL } from "./systems.ts";
@@ -19,7 +19,7 @@ export function renderTable(
   ];
   const rows = results.map((r) => [
     r.scenario,
-    SYSTEM_LABEL[r.system],
+    r.variant ? `${SYSTEM_LABEL[r.system]} (${r.variant})` : SYSTEM_LABEL[r.system],
     r.case,
     r.metric,
     formatNumber(r.summary.median),
@@ -43,9 +43,13 @@ export function renderTable(
   return out.join("\n");
 }
 
-/** For every compareKey, pgwake's median against each peer's, oriented so > 1 favours pgwake. */
+/**
+ * For every compareKey, each pgwake row's median against each peer's row of the same scenario,
+ * key and metric, oriented so > 1 favours pgwake.
+ */
 export function ratios(results: readonly Result[]): {
   key: string;
+  variant: string | undefined;
   metric: string;
   peer: string;
   ratio: number;
@@ -55,9 +59,13 @@ export function ratios(results: readonly Result[]): {
 }[] {
   const out: ReturnType<typeof ratios> = [];
   const keyed = results.filter((r) => r.compareKey);
-  for (const mine of keyed.filter((r) => r.system === "pgwake" && r.scenario === "peers")) {
+  for (const mine of keyed.filter((r) => r.system === "pgwake")) {
     for (const other of keyed.filter(
-      (r) => r.system !== "pgwake" && r.compareKey === mine.compareKey && r.metric === mine.metric,
+      (r) =>
+        r.system !== "pgwake" &&
+        r.scenario === mine.scenario &&
+        r.compareKey === mine.compareKey &&
+        r.metric === mine.metric,
     )) {
       const ratio =
         mine.better === "higher"
@@ -65,6 +73,7 @@ export function ratios(results: readonly Result[]): {
           : other.summary.median / mine.summary.median;
       out.push({
         key: mine.compareKey!,
+        variant: mine.variant,
         metric: mine.metric,
         peer: SYSTEM_LABEL[other.system],
         ratio,
@@ -80,6 +89,21 @@ export function ratios(results: readonly Result[]): {
 function ratioLines(results: readonly Result[]): string[] {
   return ratios(results).map(
     (r) =>
-      `  ${r.key} ${r.metric}: pgwake ${formatNumber(r.pgwake)} vs ${r.peer} ${formatNumber(r.other)} ${r.unit} → ${r.ratio.toFixed(2)}×`,
+      `  ${r.key} ${r.metric}: pgwake${r.variant ? ` (${r.variant})` : ""} ${formatNumber(r.pgwake)} vs ${r.peer} ${formatNumber(r.other)} ${r.unit} → ${r.ratio.toFixed(2)}×`,
   );
+}
+
+/** The targets section: each target, what this run measured, and whether it is met. */
+export function renderVerdicts(verdicts: readonly Verdict[]): string {
+  if (verdicts.length === 0) return "";
+  const mark = (met: boolean | null) => (met === null ? "n/a " : met ? "MET " : "MISS");
+  return [
+    "targets (issues 11 and 16; indicative on a shared machine)",
+    ...verdicts.map((v) => `  ${mark(v.met)} ${v.issue} ${v.target}: ${v.measured}`),
+  ].join("\n");
+}
+
+/** `a / b` as "1.23×". */
+export function times(ratio: number): string {
+  return Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : "–";
 }

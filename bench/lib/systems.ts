@@ -92,7 +92,10 @@ export async function createPgwake(
       return { remaining: rows[0]!.n, at: rows[0]!.t };
     },
     async reset() {
-      await pool.query(`TRUNCATE ${q}.jobs, ${q}.job_events`);
+      // Finished jobs leave for job_history: empty it too, so every repetition starts alike.
+      await pool.query(
+        `TRUNCATE ${q}.jobs, ${q}.job_history, ${q}.job_events, ${q}.queue_minutes, ${q}.job_keys`,
+      );
     },
     async vacuum() {
       await pool.query(`VACUUM ANALYZE ${q}.jobs`);
@@ -111,6 +114,7 @@ export async function createGraphile(url: string, prefix: string): Promise<Syste
   const schema = freshSchemaName(prefix);
   const pool = new pg.Pool({ connectionString: url, max: 16, application_name: "bench-graphile" });
   pool.on("error", () => {});
+  pool.on("connect", (client) => client.on("error", () => {}));
   await runMigrations({ pgPool: pool, schema, logger });
   const utils = await makeWorkerUtils({ pgPool: pool, schema, logger });
   const q = quoteIdent(schema);

@@ -4,6 +4,14 @@ import type { Queryable } from "../../src/db/types.ts";
 import { claimJobs, SWEEP_PRIORITY } from "../../src/jobs/claim.ts";
 import { registerWorker } from "../../src/jobs/heartbeat.ts";
 import { type BenchChild, exitAll, spawnChildren } from "../lib/child.ts";
+import {
+  GRAPHILE_DOCS,
+  graphileVariant,
+  PGBOSS_DRAIN,
+  PGWAKE_DEFAULTS,
+  variantChildConfig,
+  type WorkerVariant,
+} from "../lib/configs.ts";
 import type { BenchContext } from "../lib/context.ts";
 import type { ChildConfig } from "../lib/protocol.ts";
 import { sleep, summarize, until } from "../lib/stats.ts";
@@ -15,28 +23,21 @@ export interface DrainRun {
   claimQueries: number;
 }
 
-/** Worker settings of each system for draining a backlog (its documented high-throughput setup). */
+/** Worker settings of each system for draining a backlog (pgwake with `concurrency`). */
 export function drainChildConfig(
   adapter: SystemAdapter,
   url: string,
   concurrency?: number,
 ): ChildConfig {
-  // Every system runs the same handler: a no-op that yields to the event loop once.
-  const base = {
-    url,
-    schema: adapter.schema,
-    queue: adapter.queue,
-    task: adapter.task,
-    yieldInHandler: true,
-  };
   if (adapter.name === "pgwake")
-    return { ...base, system: "pgwake", concurrency: concurrency ?? 100 };
-  if (adapter.name === "graphile") {
-    // graphile-worker's performance page: concurrency with a local queue and batched completion.
-    return { ...base, system: "graphile", concurrency: 32, localQueueSize: 500 };
-  }
-  // pg-boss: several workers per process, each fetching a batch.
-  return { ...base, system: "pgboss", concurrency: 4, batchSize: 100 };
+    return {
+      ...variantChildConfig(adapter, url, PGWAKE_DEFAULTS),
+      pgwakeDefaults: false,
+      concurrency: concurrency ?? 100,
+    };
+  if (adapter.name === "graphile")
+    return variantChildConfig(adapter, url, graphileVariant(GRAPHILE_DOCS));
+  return variantChildConfig(adapter, url, PGBOSS_DRAIN);
 }
 
 /**
@@ -50,12 +51,15 @@ export async function drainOnce(
   jobs: number,
   chunk: number,
   handleTimeoutMs = Math.max(60_000, jobs),
+  hooks: { beforeFill?: () => Promise<void>; beforeStart?: () => Promise<void> } = {},
 ): Promise<DrainRun> {
   await adapter.reset();
+  await hooks.beforeFill?.();
   await adapter.bulk(jobs, chunk);
   await adapter.vacuum();
   await Promise.all(children.map((c) => c.request({ type: "prepare" }, "prepared")));
   for (const c of children) c.handled = 0;
+  await hooks.beforeStart?.();
   const pool = (adapter as { pool?: pg.Pool }).pool;
   const startedAt = pool ? await dbNowMs(pool) : (await adapter.remaining()).at;
   const started = children.map((c) => c.request({ type: "start" }, "started"));
@@ -85,7 +89,71 @@ export async function drainOnce(
   };
 }
 
-interface ClaimIndexStats {
+/** What a scenario does around each measured drain of `interleavedDrains`. */
+export interface DrainHooks {
+  /** After the job table was emptied, before the backlog is inserted. */
+  beforeFill?(entry: DrainEntry, index: number): Promise<void>;
+  /** After the backlog is inserted and vacuumed, just before the workers get the start signal. */
+  beforeStart(entry: DrainEntry, index: number): Promise<void>;
+  /** After every job finished and the worker processes exited (their statistics flushed). */
+  afterExit(entry: DrainEntry, index: number, run: DrainRun, jobs: number): Promise<void>;
+}
+
+/** One system configuration in a series of interleaved drains. */
+export interface DrainEntry {
+  adapter: SystemAdapter;
+  variant: WorkerVariant;
+}
+
+/**
+ * Drains of several configurations, interleaved: a warm-up round of each, then `reps` rounds,
+ * each running every configuration once in turn (fresh worker processes every time), so that a
+ * change of the machine's load touches them all alike. Returns jobs/s per entry, in order.
+ * `around` runs before and after each measured drain (e.g. to read WAL positions).
+ */
+export async function interleavedDrains(
+  ctx: BenchContext,
+  entries: readonly DrainEntry[],
+  options: {
+    processes: number;
+    jobs: number;
+    label: string;
+    warmupJobs?: number;
+    /** Measured rounds only: runs just before the start signal, and after the workers exited. */
+    around?: DrainHooks;
+  },
+): Promise<number[][]> {
+  const { reps } = ctx.settings;
+  const rates = entries.map((): number[] => []);
+  for (let rep = 0; rep <= reps; rep++) {
+    for (const [i, entry] of entries.entries()) {
+      const warmup = rep === 0;
+      ctx.progress.step(
+        `${options.label}: ${entry.adapter.name} ${entry.variant.variant}, ${warmup ? "warm-up" : `round ${rep}/${reps}`}`,
+      );
+      const children = await spawnChildren(
+        options.processes,
+        variantChildConfig(entry.adapter, ctx.url, entry.variant),
+      );
+      try {
+        const jobs = warmup ? Math.min(options.warmupJobs ?? 2_000, options.jobs) : options.jobs;
+        const hooks = warmup ? undefined : options.around;
+        const run = await drainOnce(entry.adapter, children, jobs, 10_000, undefined, {
+          beforeFill: hooks?.beforeFill ? () => hooks.beforeFill!(entry, i) : undefined,
+          beforeStart: hooks ? () => hooks.beforeStart(entry, i) : undefined,
+        });
+        await exitAll(children);
+        await hooks?.afterExit(entry, i, run, jobs);
+        if (!warmup) rates[i]!.push(run.jobsPerSecond);
+      } finally {
+        await exitAll(children);
+      }
+    }
+  }
+  return rates;
+}
+
+export interface ClaimIndexStats {
   idxScan: number;
   idxTupRead: number;
   seqScan: number;
@@ -93,7 +161,7 @@ interface ClaimIndexStats {
 }
 
 /** Scans of the claim index; read after the worker backends exited, so their counts are flushed. */
-async function claimIndexStats(admin: pg.Pool, schema: string): Promise<ClaimIndexStats> {
+export async function claimIndexStats(admin: pg.Pool, schema: string): Promise<ClaimIndexStats> {
   let last: ClaimIndexStats | undefined;
   for (let i = 0; i < 20; i++) {
     const client = await admin.connect();
@@ -103,7 +171,7 @@ async function claimIndexStats(admin: pg.Pool, schema: string): Promise<ClaimInd
         `SELECT coalesce(i.idx_scan, 0)::float8 AS "idxScan", coalesce(i.idx_tup_read, 0)::float8 AS "idxTupRead",
                 coalesce(t.seq_scan, 0)::float8 AS "seqScan", coalesce(t.seq_tup_read, 0)::float8 AS "seqTupRead"
          FROM pg_stat_user_tables t
-         LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid AND i.indexrelname = 'jobs_claimable_idx'
+         LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid AND i.indexrelname = 'jobs_ready_idx'
          WHERE t.schemaname = $1 AND t.relname = 'jobs'`,
         [schema],
       );

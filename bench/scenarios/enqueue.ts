@@ -10,6 +10,62 @@ export interface EnqueueFigures {
   sql: number[];
 }
 
+/** One system's producer side in a fresh schema, for enqueue measurements. */
+export interface EnqueueRig {
+  adapter: SystemAdapter;
+  /** The library's single enqueue, `inFlight` calls outstanding: jobs/s. */
+  single(count: number): Promise<number>;
+  /** The library's bulk insert, `chunk` jobs per call: jobs/s. */
+  bulk(count: number, chunk: number): Promise<number>;
+  /** The SQL function from `inFlight` connections, one job per call: jobs/s (NaN: none). */
+  sql(count: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Each measurement starts from an empty, vacuumed table, with no worker running. */
+export async function openEnqueueRig(ctx: BenchContext, name: SystemName): Promise<EnqueueRig> {
+  const { inFlight } = ctx.settings.enqueue;
+  const adapter: SystemAdapter = await createSystem(name, ctx.url, "enqueue");
+  const sqlPool = new pg.Pool({
+    connectionString: ctx.url,
+    max: inFlight,
+    application_name: "bench-sql",
+  });
+  const fresh = async () => {
+    await adapter.reset();
+    await adapter.vacuum();
+  };
+  return {
+    adapter,
+    async single(count) {
+      await fresh();
+      return callsPerSecond(count, inFlight, () => adapter.single({}));
+    },
+    async bulk(count, chunk) {
+      await fresh();
+      const t0 = nowMs();
+      await adapter.bulk(count, chunk);
+      return count / ((nowMs() - t0) / 1_000);
+    },
+    async sql(count) {
+      if (!adapter.sqlSingle) return Number.NaN;
+      await fresh();
+      const clients = await Promise.all(Array.from({ length: inFlight }, () => sqlPool.connect()));
+      try {
+        return await callsPerSecond(count, inFlight, (_, lane) =>
+          adapter.sqlSingle!(clients[lane]!),
+        );
+      } finally {
+        for (const c of clients) c.release();
+      }
+    },
+    async close() {
+      await sqlPool.end();
+      await adapter.drop();
+    },
+  };
+}
+
 /**
  * Submission speed of one system with no worker running: the library's single enqueue with
  * `inFlight` calls outstanding, its bulk insert, and its SQL function from `inFlight`
@@ -22,12 +78,7 @@ export async function measureEnqueue(
 ): Promise<EnqueueFigures> {
   const { reps } = ctx.settings;
   const { inFlight, bulkChunk } = ctx.settings.enqueue;
-  const adapter: SystemAdapter = await createSystem(name, ctx.url, "enqueue");
-  const sqlPool = new pg.Pool({
-    connectionString: ctx.url,
-    max: inFlight,
-    application_name: "bench-sql",
-  });
+  const rig = await openEnqueueRig(ctx, name);
   const figures: EnqueueFigures = { single: [], bulk: [], sql: [] };
   try {
     for (let rep = 0; rep <= reps; rep++) {
@@ -35,42 +86,18 @@ export async function measureEnqueue(
       const tag = warmup ? "warm-up" : `rep ${rep}/${reps}`;
       const scale = warmup ? 0.2 : 1;
       ctx.progress.step(`${name} single enqueue, ${inFlight} in flight, ${tag}`);
-      await adapter.reset();
-      await adapter.vacuum();
-      const single = await callsPerSecond(Math.round(sizes.single * scale), inFlight, () =>
-        adapter.single({}),
-      );
+      const single = await rig.single(Math.round(sizes.single * scale));
       ctx.progress.step(`${name} bulk ${sizes.bulk.toLocaleString("en-US")}, ${tag}`);
-      await adapter.reset();
-      await adapter.vacuum();
-      const bulkJobs = Math.round(sizes.bulk * scale);
-      const t0 = nowMs();
-      await adapter.bulk(bulkJobs, bulkChunk);
-      const bulk = bulkJobs / ((nowMs() - t0) / 1_000);
-      let sql = Number.NaN;
-      if (adapter.sqlSingle) {
-        ctx.progress.step(`${name} SQL enqueue from ${inFlight} connections, ${tag}`);
-        await adapter.reset();
-        await adapter.vacuum();
-        const clients = await Promise.all(
-          Array.from({ length: inFlight }, () => sqlPool.connect()),
-        );
-        try {
-          sql = await callsPerSecond(Math.round(sizes.sql * scale), inFlight, (_, lane) =>
-            adapter.sqlSingle!(clients[lane]!),
-          );
-        } finally {
-          for (const c of clients) c.release();
-        }
-      }
+      const bulk = await rig.bulk(Math.round(sizes.bulk * scale), bulkChunk);
+      ctx.progress.step(`${name} SQL enqueue from ${inFlight} connections, ${tag}`);
+      const sql = await rig.sql(Math.round(sizes.sql * scale));
       if (warmup) continue;
       figures.single.push(single);
       figures.bulk.push(bulk);
-      if (adapter.sqlSingle) figures.sql.push(sql);
+      if (Number.isFinite(sql)) figures.sql.push(sql);
     }
   } finally {
-    await sqlPool.end();
-    await adapter.drop();
+    await rig.close();
   }
   return figures;
 }

@@ -16,6 +16,16 @@ export interface LatencyVariant {
   system: SystemName;
   label: string;
   child: Partial<ChildConfig>;
+  /** Which configuration, when a scenario compares several of one system. */
+  variant?: string;
+}
+
+/** One idle worker process of one variant, and the system's producer side, for latency series. */
+export interface LatencyRig {
+  variant: LatencyVariant;
+  /** Submits `count` jobs one per interval; returns each job's start latency (ms). */
+  series(count: number): Promise<number[]>;
+  close(): Promise<void>;
 }
 
 /**
@@ -24,35 +34,34 @@ export interface LatencyVariant {
  * worker notes when each handler starts. Both clocks are performance.timeOrigin + now(); the
  * child's offset is measured by IPC ping and subtracted.
  */
-export async function measureLatency(
+export async function openLatencyRig(
   ctx: BenchContext,
   variant: LatencyVariant,
-  jobs: number,
-): Promise<LatencyFigures> {
-  const { reps } = ctx.settings;
-  const { intervalMs, missedAfterMs } = ctx.settings.latency;
+): Promise<LatencyRig> {
+  const { intervalMs } = ctx.settings.latency;
   const adapter = await createSystem(variant.system, ctx.url, "latency");
-  const child = await BenchChild.spawn({
-    system: variant.system,
-    url: ctx.url,
-    schema: adapter.schema,
-    queue: adapter.queue,
-    task: adapter.task,
-    concurrency: 16,
-    recordStarts: true,
-    yieldInHandler: true,
-    ...variant.child,
-  } as ChildConfig);
-  const figures: LatencyFigures = { p50: [], p95: [], p99: [], max: [], missed: [] };
+  let child: BenchChild;
   try {
+    child = await BenchChild.spawn({
+      system: variant.system,
+      url: ctx.url,
+      schema: adapter.schema,
+      queue: adapter.queue,
+      task: adapter.task,
+      concurrency: 16,
+      recordStarts: true,
+      yieldInHandler: true,
+      ...variant.child,
+    } as ChildConfig);
     await child.request({ type: "prepare" }, "prepared");
     await child.request({ type: "start" }, "started");
-    for (let rep = 0; rep <= reps; rep++) {
-      const warmup = rep === 0;
-      const count = warmup ? Math.min(50, jobs) : jobs;
-      ctx.progress.step(
-        `${variant.label}: ${count} jobs, one per ${intervalMs} ms, ${warmup ? "warm-up" : `rep ${rep}/${reps}`}`,
-      );
+  } catch (error) {
+    await adapter.drop();
+    throw error;
+  }
+  return {
+    variant,
+    async series(count) {
       // Idle before each series, so the first job finds a sleeping worker.
       await sleep(200);
       const { offsetMs } = await child.clockOffset();
@@ -71,29 +80,62 @@ export async function measureLatency(
       await until(
         "every job to start",
         () => (child.handled - before >= count ? true : undefined),
-        {
-          timeoutMs: 30_000,
-          everyMs: 10,
-        },
+        { timeoutMs: 30_000, everyMs: 10 },
       );
       // The worker keeps running; its start times so far are collected by a stop/start cycle.
       const stopped = await child.request({ type: "stop" }, "stopped");
       await child.request({ type: "prepare" }, "prepared");
       await child.request({ type: "start" }, "started");
-      if (warmup) continue;
-      const latencies = stopped.starts
+      return stopped.starts
         .filter(([i]) => i < count)
         .map(([i, startedAt]) => startedAt - offsetMs - sentAt[i]!);
-      figures.p50.push(percentile(latencies, 50));
-      figures.p95.push(percentile(latencies, 95));
-      figures.p99.push(percentile(latencies, 99));
-      figures.max.push(Math.max(...latencies));
-      figures.missed.push(latencies.filter((l) => l > missedAfterMs).length);
+    },
+    async close() {
+      await child.request({ type: "stop" }, "stopped").catch(() => {});
+      await child.exit();
+      await adapter.drop();
+    },
+  };
+}
+
+/** Adds one series' latencies to the figures. */
+export function addLatencySeries(
+  figures: LatencyFigures,
+  latencies: readonly number[],
+  missedAfterMs: number,
+): void {
+  figures.p50.push(percentile(latencies, 50));
+  figures.p95.push(percentile(latencies, 95));
+  figures.p99.push(percentile(latencies, 99));
+  figures.max.push(Math.max(...latencies));
+  figures.missed.push(latencies.filter((l) => l > missedAfterMs).length);
+}
+
+export function emptyLatencyFigures(): LatencyFigures {
+  return { p50: [], p95: [], p99: [], max: [], missed: [] };
+}
+
+/** A warm-up series of 50 jobs, then `reps` series of `jobs`, for one variant. */
+export async function measureLatency(
+  ctx: BenchContext,
+  variant: LatencyVariant,
+  jobs: number,
+): Promise<LatencyFigures> {
+  const { reps } = ctx.settings;
+  const figures = emptyLatencyFigures();
+  const rig = await openLatencyRig(ctx, variant);
+  try {
+    for (let rep = 0; rep <= reps; rep++) {
+      const warmup = rep === 0;
+      const count = warmup ? Math.min(50, jobs) : jobs;
+      ctx.progress.step(
+        `${variant.label}: ${count} jobs, one per ${ctx.settings.latency.intervalMs} ms, ${warmup ? "warm-up" : `rep ${rep}/${reps}`}`,
+      );
+      const latencies = await rig.series(count);
+      if (!warmup) addLatencySeries(figures, latencies, ctx.settings.latency.missedAfterMs);
     }
-    await child.request({ type: "stop" }, "stopped");
   } finally {
-    await child.exit();
-    await adapter.drop();
+    await rig.close();
   }
   return figures;
 }
@@ -115,6 +157,7 @@ export function latencyResults(
     unit,
     better: "lower",
     summary: summarize(figures[name]),
+    ...(variant.variant ? { variant: variant.variant } : {}),
     ...(compare && name !== "missed" ? { compareKey: `latency-${name}` } : {}),
   });
   return [
