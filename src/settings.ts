@@ -291,6 +291,16 @@ export const SETTINGS = {
       "Serve /docs and /openapi.json without an API key, so a browser can show them (the docs hold no secrets; calls made from them still need a key).",
     commands: SERVES_API,
   }),
+  ui: setting({
+    env: "PGWAKE_UI",
+    flag: "ui",
+    switch: true,
+    default: true,
+    parse: onOff,
+    description:
+      "Serve the web dashboard at /ui (its pages hold no data: it reads the API with the key it signs in with).",
+    commands: SERVES_API,
+  }),
   bodyLimitBytes: setting({
     env: "PGWAKE_BODY_LIMIT",
     flag: "body-limit",

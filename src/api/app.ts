@@ -4,6 +4,7 @@ import type { Registry } from "prom-client";
 import type { Pgwake } from "../client.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { scheduleRoutes } from "../schedules/routes.ts";
+import { uiRoutes } from "../ui/routes.ts";
 import { type AccessSettings, type ApiDeps, schemaSqlOf } from "./context.ts";
 import { apiDocument, registerSecurity } from "./document.ts";
 import { ApiError, errorHandler, renderError } from "./errors.ts";
@@ -48,6 +49,12 @@ export interface ApiOptions {
    * appear twice.
    */
   extraMetrics?: readonly Registry[];
+  /**
+   * Serve the web dashboard at `/ui` (and the reads it draws with, `GET /workers` and
+   * `GET /stats/minutes`). Default false: an application mounting the API keeps its routes to
+   * itself; `pgwake start` and `pgwake api` turn it on unless PGWAKE_UI is off.
+   */
+  ui?: boolean;
 }
 
 export const DEFAULT_BODY_LIMIT_BYTES = 1024 * 1024;
@@ -127,5 +134,6 @@ export function createApp(options: ApiOptions): OpenAPIHono<ApiEnv> {
   app.route("/", scheduleRoutes(deps));
   app.route("/", systemRoutes(deps, openapi));
   app.route("/", docsRoutes(deps));
+  if (options.ui) app.route("/", uiRoutes(deps));
   return app;
 }

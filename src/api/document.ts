@@ -1,5 +1,6 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { SCHEDULES_TAG } from "../schedules/routes.ts";
+import { DASHBOARD_TAG } from "../ui/definitions.ts";
 import type { AccessSettings } from "./context.ts";
 import { BULK_TAG } from "./definitions/bulk.ts";
 import type { ApiEnv } from "./types.ts";
@@ -18,6 +19,7 @@ const TAGS = [
   SCHEDULES_TAG,
   { name: "system", description: "Health, readiness and metrics" },
   { name: "docs", description: "This documentation" },
+  DASHBOARD_TAG,
 ];
 
 /** Components the routes refer to by name rather than by zod schema. */

@@ -26,6 +26,7 @@ export async function startApi(
     acceptUnknownTasks: config.unknownTasks === "warn",
     bodyLimitBytes: config.bodyLimitBytes,
     batchLimit: config.batchLimit,
+    ui: config.ui,
   });
   let server: Awaited<ReturnType<typeof serveApi>>;
   try {
