@@ -34,7 +34,7 @@ beforeAll(async () => {
     heartbeatMs: HEARTBEAT_MS,
     maintenanceIntervalMs: 250,
     pollIntervalMs: 120_000,
-    poolSize: 3,
+    poolSize: 2,
   });
   await fleet.start(WORKERS);
 });
@@ -54,7 +54,12 @@ async function submit(
   const jobs = [];
   for (let i = 0; i < count; i++) {
     for (const key of keys) {
-      jobs.push({ task: "flow.work", queue, payload, ...(key === null ? {} : { concurrencyKey: key }) });
+      jobs.push({
+        task: "flow.work",
+        queue,
+        payload,
+        ...(key === null ? {} : { concurrencyKey: key }),
+      });
     }
   }
   const ids: number[] = [];
@@ -112,44 +117,67 @@ describe("per-key concurrency across 4 processes", () => {
     const queue = "tenants";
     const keys = Array.from({ length: 50 }, (_, i) => `tenant-${i}`);
     await db.pgwake.setQueueLimits(queue, { keyConcurrency: 2 });
-    const total = keys.length * 40;
-    await submit(queue, keys, 40, { minMs: 60, maxMs: 160 });
+    const total = keys.length * 60;
+    await submit(queue, keys, 60, { minMs: 150, maxMs: 300 });
 
-    // Two crashes, each of a worker holding running jobs, at a fifth and at half of the run.
-    const kills: { worker: FleetWorker; at: Date; held: number }[] = [];
-    for (const share of [0.2, 0.5]) {
+    // Two crashes, each of a worker holding running jobs, at 15% and at 40% of the run; a new
+    // worker process replaces each (started in the background: it takes seconds on a busy box).
+    const kills: { worker: FleetWorker; leaseEnds: Date; held: number }[] = [];
+    const replacements: Promise<FleetWorker>[] = [];
+    for (const share of [0.15, 0.4]) {
       await waitFor(async () => (await finishedCount(queue)) >= total * share, {
         timeoutMs: 60_000,
         intervalMs: 50,
         message: `${share * 100}% of the jobs to finish`,
       });
-      const held = async (w: FleetWorker) =>
-        (
-          await db.query<{ n: number }>(
-            "SELECT count(*)::integer AS n FROM {{schema}}.jobs WHERE lease_owner = $1 AND status = 'running'",
-            [w.id],
-          )
-        )[0]!.n;
-      // A worker that holds jobs right now.
+      // A worker that holds running jobs right now (the engine's view).
       let victim: FleetWorker | undefined;
       let n = 0;
       await waitFor(
         async () => {
-          for (const w of fleet.alive) {
-            n = await held(w);
-            if (n > 0) {
-              victim = w;
-              return true;
-            }
+          const holders = await db.query<{ worker: string; n: number }>(
+            `SELECT lease_owner AS worker, count(*)::integer AS n FROM {{schema}}.jobs
+             WHERE queue = $1 AND status = 'running' GROUP BY 1 ORDER BY 2 DESC`,
+            [queue],
+          );
+          for (const h of holders) {
+            victim = fleet.alive.find((w) => w.id === h.worker);
+            n = h.n;
+            if (victim) return true;
           }
           return false;
         },
-        { timeoutMs: 20_000, message: "a worker holding jobs" },
-      );
+        { timeoutMs: 20_000, intervalMs: 20, message: "a worker holding jobs" },
+      ).catch(async (error: unknown) => {
+        console.log("no worker holds jobs:", {
+          statuses: await db.query(
+            "SELECT status, held_slot, lease_owner, count(*)::integer AS n FROM {{schema}}.jobs WHERE queue = $1 GROUP BY 1, 2, 3",
+            [queue],
+          ),
+          slots: await db.query(
+            "SELECT sum(running)::integer AS held, count(*) FILTER (WHERE running > 0)::integer AS keys FROM {{schema}}.queue_keys WHERE queue = $1",
+            [queue],
+          ),
+          queue: await db.query(
+            "SELECT running, throttled_at, now() FROM {{schema}}.queues WHERE name = $1",
+            [queue],
+          ),
+          workers: await db.query("SELECT id, reaped_at, lease_expires_at FROM {{schema}}.workers"),
+          waiters: await db.query("SELECT queue, worker_id, since FROM {{schema}}.waiters"),
+          alive: fleet.alive.map((w) => w.id),
+        });
+        throw error;
+      });
       await fleet.kill(victim!);
-      kills.push({ worker: victim!, at: await dbNow(db), held: n });
-      await fleet.spawn();
+      // Dead, it renews nothing: this is when its lease ends.
+      const [lease] = await db.query<{ ends: Date }>(
+        "SELECT lease_expires_at AS ends FROM {{schema}}.workers WHERE id = $1",
+        [victim!.id],
+      );
+      kills.push({ worker: victim!, leaseEnds: lease!.ends, held: n });
+      replacements.push(fleet.spawn());
     }
+    await Promise.all(replacements);
 
     await waitFor(async () => (await finishedCount(queue)) === total, {
       timeoutMs: 90_000,
@@ -168,6 +196,22 @@ describe("per-key concurrency across 4 processes", () => {
     const perKey = await maxPerKey(db, queue);
     expect(perKey.size).toBe(keys.length);
     const over = [...perKey].filter(([, n]) => n > 2);
+    if (over.length > 0) {
+      // What ran at once, for the report: the runs of the first key over its limit.
+      const runs = await db.query(
+        `SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.ended_at, a.aborted,
+                (SELECT min(e.at) FROM {{schema}}.job_events e
+                 WHERE e.job_id = a.job_id AND e.attempt = a.attempt AND e.kind = 'lease_expired') AS reaped_at
+         FROM {{schema}}.flow_audit a WHERE a.queue = $1 AND a.key = $2 ORDER BY a.started_at`,
+        [queue, over[0]![0]],
+      );
+      console.log(
+        `over the limit: ${JSON.stringify(over)}; runs of ${over[0]![0]}:`,
+        runs,
+        "kills:",
+        kills,
+      );
+    }
     expect(over).toEqual([]);
     // ... and it was what held them back: most keys did run 2 at once.
     expect([...perKey.values()].filter((n) => n === 2).length).toBeGreaterThanOrEqual(40);
@@ -194,10 +238,8 @@ describe("per-key concurrency across 4 processes", () => {
       const kill = kills.find((k) => k.worker.id === run.worker_id);
       expect(kill, `run of job ${run.job_id} left unfinished by a live worker`).toBeDefined();
       expect(run.reaped_at, `job ${run.job_id} reaped`).not.toBeNull();
-      // The lease was renewed at most one heartbeat before the kill.
-      expect(run.reaped_at!.getTime() - kill!.at.getTime()).toBeGreaterThanOrEqual(
-        LEASE_MS - HEARTBEAT_MS - 100,
-      );
+      // Not before the dead worker's lease ran out.
+      expect(run.reaped_at!.getTime()).toBeGreaterThanOrEqual(kill!.leaseEnds.getTime());
       expect(run.next_start!.getTime()).toBeGreaterThan(run.reaped_at!.getTime());
     }
 
@@ -213,7 +255,8 @@ describe("per-key concurrency across 4 processes", () => {
     const killedIds = new Set(kills.map((k) => k.worker.id));
     for (const job of attempts) {
       expect(job.attempts, `attempts of job ${job.id}`).toBe(1 + job.reaped.length);
-      for (const id of job.reaped) expect(killedIds.has(id), `job ${job.id} reaped from ${id}`).toBe(true);
+      for (const id of job.reaped)
+        expect(killedIds.has(id), `job ${job.id} reaped from ${id}`).toBe(true);
     }
     const retaken = attempts.filter((j) => j.reaped.length > 0).length;
 
@@ -255,7 +298,9 @@ describe("a limit raised while the fleet waits", () => {
   /** Whether 4 jobs ran within 5 s of the raise, with nothing but its notification to go on. */
   let appliedByNotification: boolean | undefined;
 
-  it("applies to the fleet, which never runs more than the limit", { timeout: 90_000 }, async () => {
+  it("applies to the fleet, which never runs more than the limit", {
+    timeout: 90_000,
+  }, async () => {
     const queue = "raised";
     await db.pgwake.setQueueLimits(queue, { concurrency: 1 });
     // Jobs held open until the gate opens: no completion frees a slot meanwhile.
@@ -302,10 +347,9 @@ describe("a limit raised while the fleet waits", () => {
     expect(most).toBeGreaterThan(1);
   });
 
-  // ENGINE BUG (reported): workers ignore the control notification `{"queue": …}` that
-  // set_queue_limits sends (Worker.onNotification reads only `cancel`), so a raised limit waits
-  // for the next poll. Remove `.fails` once fixed.
-  it.fails("applies from the control NOTIFY, within seconds, not at the next poll", () => {
+  // (Workers act on the control notification `{"queue": …}` that set_queue_limits sends: found
+  // missing by this test, fixed in 33c50f4.)
+  it("applies from the control NOTIFY, within seconds, not at the next poll", () => {
     expect(appliedByNotification).toBe(true);
   });
 });
@@ -313,12 +357,14 @@ describe("a limit raised while the fleet waits", () => {
 describe("a rate limit of 100/s across 4 processes", () => {
   /** Starts per second over 10 s, from the first: claims (database) and handler starts (audit). */
   let measured: { total: number; claims: number[]; starts: number[] } | undefined;
+  let measuredBucket = 1;
 
-  it("starts no more than its share in any second (token bucket, burst 1)", {
+  it("starts jobs all through 10 s (the measurement)", {
     timeout: 60_000,
   }, async () => {
     const queue = "rated";
-    await db.pgwake.setQueueLimits(queue, { rateLimit: 100 });
+    // The bucket starts full: what it holds now is its size (the burst).
+    const bucket = (await db.pgwake.setQueueLimits(queue, { rateLimit: 100 })).tokens!;
     const ids = await submit(queue, [null], 1_600, { ms: 0 });
     const first = await waitFor(
       async () =>
@@ -353,27 +399,44 @@ describe("a rate limit of 100/s across 4 processes", () => {
     const starts = await perSecond("{{schema}}.flow_audit");
     measured = { total: claims.reduce((sum, n) => sum + n, 0), claims, starts };
     console.log(
-      `rate 100/s: ${measured.total} claims in 10 s; per second (claims): ${claims.join(" ")}; (handler starts): ${starts.join(" ")}`,
+      `rate 100/s (bucket ${bucket}): ${measured.total} claims in 10 s; per second (claims): ${claims.join(" ")}; (handler starts): ${starts.join(" ")}`,
     );
-    expect(measured.total).toBeLessThanOrEqual(1_050);
-    // A bucket of 100/s holding 1 token: in any second at most 100, plus the token it held at the
-    // second's start. Claims are stamped with the time the bucket was read, so this is exact.
-    for (const [s, n] of claims.entries()) expect(n, `claims in second ${s}`).toBeLessThanOrEqual(101);
+    // Starts spread over the whole period (the limit let jobs through all along).
+    expect(claims.every((n) => n > 0)).toBe(true);
+    measuredBucket = bucket;
+  });
+
+  // ENGINE BUG (reported): claim_limited refills the bucket up to the claim's now(), the start of
+  // its transaction, and writes that time back as tokens_at. A claim that waited for the queue's
+  // row behind a later one moves tokens_at back, and the next claim counts the same time again:
+  // under contention the fleet starts more than the limit (1,250 in 10 s at 100/s, 140 in one
+  // second, in one run). The deterministic case is in flow-locks.test.ts. Remove `.fails` once
+  // fixed.
+  it.fails("starts no more than its share in any second", () => {
+    expect(measured, "the measurement above ran").toBeDefined();
+    const { claims, starts } = measured!;
+    // A bucket of 100/s holding at most `bucket` tokens: in any second at most 100, plus what it
+    // held at the second's start. Claims are stamped with the time the bucket was read, so this
+    // is exact.
+    for (const [s, n] of claims.entries()) {
+      expect(n, `claims in second ${s} (bucket ${measuredBucket})`).toBeLessThanOrEqual(
+        100 + measuredBucket,
+      );
+    }
     // A handler starts a moment after its claim (its commit, then the worker's dispatch), so a
     // second may also hold a few starts claimed at the end of the previous one: 5 more (5%) is
     // a 50 ms delay at 100/s.
     for (const [s, n] of starts.entries()) {
-      expect(n, `handler starts in second ${s}`).toBeLessThanOrEqual(105);
+      expect(n, `handler starts in second ${s}`).toBeLessThanOrEqual(100 + measuredBucket + 5);
     }
   });
 
-  // ENGINE BUG (reported): the fleet starts far fewer than 1,000 (about 550–700 here). After a
-  // claim that found less than a token, a worker claims again a whole token interval later
-  // (claimScheduler: `dueAt(now + tokenMs)`), not when the next token is due, and with a bucket
-  // of 1 every token not taken at once is lost. Remove `.fails` once fixed.
+  // The same bug (earlier, with a bucket of 1, the fleet started too few: 550–700). Remove
+  // `.fails` once fixed.
   it.fails("starts 1,000 ± 5% in 10 s", () => {
     expect(measured, "the measurement above ran").toBeDefined();
     expect(measured!.total).toBeGreaterThanOrEqual(950);
+    expect(measured!.total).toBeLessThanOrEqual(1_050);
   });
 });
 
