@@ -7,7 +7,7 @@
  * what JSON or jsonb cannot hold. Each must end in a clear state with a readable error, while a
  * stream of quick jobs keeps completing on the same two worker processes.
  */
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { afterAll, afterEach, beforeAll, expect, test } from "vitest";
 import type { Job } from "../../src/index.ts";
 import type { TestDb } from "../helpers/db.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -29,8 +29,13 @@ beforeAll(async () => {
   db = await createFaultDb("handlers");
 });
 
-afterAll(async () => {
+// Each test's workers go with it, failed or not: left running, they would take the next test's
+// jobs (same schema) and make it fail too.
+afterEach(async () => {
   await killAll();
+});
+
+afterAll(async () => {
   await db?.close();
 });
 
@@ -248,18 +253,19 @@ async function runCases(CASES: Case[], scenario: string): Promise<void> {
   };
   const outcomes: Record<string, string> = {};
   const problems: string[] = [];
+  // A worker process that died is the failure itself (a handler's value crashed it): say so at
+  // once instead of waiting for every case in turn.
+  const dead = () => workers.filter((w) => !w.alive);
   for (const c of CASES) {
     const id = ids.get(c)!;
     let job: Job | null = null;
-    try {
-      job = await waitFor(() => terminal(id), {
-        timeoutMs: 60_000,
-        intervalMs: 50,
-        message: c.name,
-      });
-    } catch {
-      job = await db.pgwake.getJob(id);
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      job = await terminal(id);
+      if (job || Date.now() > deadline || dead().length > 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
+    job ??= await db.pgwake.getJob(id);
     outcomes[c.name] = `${job?.status} attempts=${job?.attempts} error=${JSON.stringify(
       (job?.lastError as { code?: string; message?: string } | null)?.message ?? null,
     )?.slice(0, 120)}`;
@@ -277,7 +283,16 @@ async function runCases(CASES: Case[], scenario: string): Promise<void> {
           )
         ).length > 0,
       { timeoutMs: 30_000, message: "the stuck handler finished on its own" },
-    );
+    ).catch(() => problems.push("the stuck handler never finished (did its worker die?)"));
+  }
+  if (dead().length > 0 || problems.length > 0) {
+    streaming = false;
+    await stream;
+    for (const w of dead()) {
+      problems.push(`worker ${w.pid} died during the cases:\n${w.output().slice(-2_000)}`);
+    }
+    report(scenario, { cases: CASES.length, outcomes, problems });
+    expect(problems).toEqual([]);
   }
   const casesEnded = new Date();
   streaming = false;

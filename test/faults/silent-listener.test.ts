@@ -5,8 +5,9 @@
  * then the network heals.
  *
  * Proves: the liveness check notices within its bound and the worker's `workers` row says it is
- * not listening while cut off; after the heal a job submitted at once starts within seconds (the
- * listener reconnects and the worker claims), not at the poll; and notifications work again.
+ * not listening while cut off; a job submitted during the silence (its notification lost) and a
+ * job submitted at the heal both start within seconds of the heal (the listener reconnects and the
+ * worker claims at once), not at the poll; and notifications work again.
  */
 import { afterAll, beforeAll, expect, test } from "vitest";
 import type { TestDb } from "../helpers/db.ts";
@@ -30,7 +31,7 @@ const LIVENESS_MS = pick(undefined, 1_500);
 const EFFECTIVE_LIVENESS_MS = LIVENESS_MS ?? 5_000;
 const HEARTBEAT_MS = 1_000;
 /** At least this long silent (longer if the worker has not noticed yet). */
-const SILENCE_MS = 8_000;
+const SILENCE_MS = pick(8_000, 6_000);
 /** A check every `livenessMs` that may take `livenessMs` + 1 s, then a heartbeat to say so. */
 const DETECT_BOUND_MS = 2 * EFFECTIVE_LIVENESS_MS + 1_000 + HEARTBEAT_MS;
 const SLACK_MS = 4_000;
@@ -64,6 +65,13 @@ const listening = async (pid: number) =>
 async function startLatency(timeoutMs: number): Promise<number | null> {
   const submitted = Date.now();
   const { job } = await db.pgwake.enqueue("faults.a", {});
+  const at = await startedAt(job.id, timeoutMs);
+  return at === null ? null : Math.round(at - submitted);
+}
+
+/** When the handler of a job was entered (ms), waiting at most `timeoutMs`. */
+async function startedAt(jobId: number, timeoutMs: number): Promise<number | null> {
+  const job = { id: jobId };
   try {
     const [row] = await waitFor(
       () =>
@@ -76,7 +84,7 @@ async function startLatency(timeoutMs: number): Promise<number | null> {
           .then((rows) => (rows.length ? rows : null)),
       { timeoutMs, intervalMs: 5, message: `job ${job.id} started` },
     );
-    return Math.round(row!.at - submitted);
+    return row!.at;
   } catch {
     return null;
   }
@@ -98,6 +106,10 @@ test("a silent LISTEN connection is noticed, reported, and replaced: no job wait
   const before = await startLatency(POLL_MS * 2);
 
   const cut = silence(proxy, applicationNameIs("pgwake-listener"));
+  // Submitted while the listener is cut off: its notification is lost (and with it, before the
+  // fixes, the worker's one-shot token). It must start soon after the heal, not at the poll.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const { job: duringSilence } = await db.pgwake.enqueue("faults.a", {});
   const notListening = await waitFor(
     async () => ((await listening(worker.pid)) === false ? Date.now() : null),
     {
@@ -111,6 +123,8 @@ test("a silent LISTEN connection is noticed, reported, and replaced: no job wait
   const silentMs = Date.now() - cut.since;
   cut.heal();
 
+  const healedAt = Date.now();
+  const duringSilenceAt = await startedAt(duringSilence.id, POLL_MS * 2);
   // At once after the heal: the listener may still be on its way back.
   const afterHeal = await startLatency(POLL_MS * 2);
   await waitFor(() => listening(worker.pid), { timeoutMs: 30_000, message: "listening again" });
@@ -126,6 +140,8 @@ test("a silent LISTEN connection is noticed, reported, and replaced: no job wait
     rowNotListeningAfterMs: notListening === null ? null : notListening - cut.since,
     detectBoundMs: DETECT_BOUND_MS,
     listenerWarnings: warnings(logs, /listener/, cut.since).map((l) => l.msg),
+    jobSubmittedDuringSilenceStartedAfterHealMs:
+      duringSilenceAt === null ? null : Math.round(duringSilenceAt - healedAt),
     jobSubmittedAtHealStartedAfterMs: afterHeal,
     jobAfterReconnectStartedAfterMs: afterReconnect,
   });
@@ -135,6 +151,8 @@ test("a silent LISTEN connection is noticed, reported, and replaced: no job wait
   expect(notListening! - cut.since).toBeLessThanOrEqual(DETECT_BOUND_MS + SLACK_MS);
   expect(warnings(logs, /listener/, cut.since).length).toBeGreaterThan(0);
   // In seconds, not at the poll (22.5–37.5 s): the listener's reconnection claims at once.
+  expect(duringSilenceAt).not.toBeNull();
+  expect(duringSilenceAt! - healedAt).toBeLessThan(EFFECTIVE_LIVENESS_MS + SLACK_MS);
   expect(afterHeal).not.toBeNull();
   expect(afterHeal!).toBeLessThan(EFFECTIVE_LIVENESS_MS + SLACK_MS);
   expect(afterReconnect).not.toBeNull();

@@ -27,7 +27,7 @@ import {
 import { overlappingExecutions, warnings } from "./measure.ts";
 import { silence } from "./silence.ts";
 
-const BACKLOG = pick(100_000, 20_000);
+const BACKLOG = pick(100_000, 8_000);
 const LEASE_MS = 3_000;
 const HEARTBEAT_MS = 1_000;
 /**
@@ -36,8 +36,10 @@ const HEARTBEAT_MS = 1_000;
  */
 const NETWORK_TIMEOUT_MS = pick(undefined, 3_000);
 const EFFECTIVE_TIMEOUT_MS = NETWORK_TIMEOUT_MS ?? 15_000;
-const SILENCE_MS = pick(20_000, 8_000);
+const SILENCE_MS = pick(20_000, 6_000);
 const GRACE_MS = 2_000;
+/** Jobs that must start before the silence, and complete after the heal. */
+const AFTER = pick(500, 200);
 /** The worker's shutdown margin after grace (src/worker/worker.ts), and a process exit. */
 const SHUTDOWN_MARGIN_MS = 3_000;
 /** This is a shared 2-core box: a few seconds of slack on every bound. */
@@ -84,7 +86,7 @@ test("a silent pool is detected, fenced, and claiming resumes within seconds of 
   });
   await fixtureWorkerId(worker);
   const busySince = Date.now();
-  await waitFor(async () => (await startsSince(worker.pid, busySince)).n >= 500, {
+  await waitFor(async () => (await startsSince(worker.pid, busySince)).n >= AFTER, {
     timeoutMs: 60_000,
     intervalMs: 50,
     message: "the worker drains the backlog",
@@ -120,8 +122,8 @@ test("a silent pool is detected, fenced, and claiming resumes within seconds of 
       return s.n > 0 ? s : null;
     },
     { timeoutMs: 60_000, intervalMs: 20, message: "a job started after the heal" },
-  );
-  const resumedMs = Math.round(resumed.first! - healedAt);
+  ).catch(() => null);
+  const resumedMs = resumed ? Math.round(resumed.first! - healedAt) : null;
   // Not only started: their outcomes are written (the database says completed).
   const completedSince = async (sinceMs: number) =>
     (
@@ -134,9 +136,9 @@ test("a silent pool is detected, fenced, and claiming resumes within seconds of 
   const completedAfterHeal = await waitFor(
     async () => {
       const n = await completedSince(healedAt);
-      return n >= 500 ? n : null;
+      return n >= AFTER ? n : null;
     },
-    { timeoutMs: 60_000, intervalMs: 50, message: "500 jobs completed after the heal" },
+    { timeoutMs: 60_000, intervalMs: 50, message: `${AFTER} jobs completed after the heal` },
   ).catch(async () => completedSince(healedAt));
   const logs = worker.logs();
   const during = warnings(logs, undefined, cut.since);
@@ -195,8 +197,9 @@ test("a silent pool is detected, fenced, and claiming resumes within seconds of 
   expect(lastSeenMax).toBeLessThanOrEqual(cut.since);
   expect(expiredWhileSilent).toBe(true);
   // Claiming again within seconds of the heal, and for good.
-  expect(resumedMs).toBeLessThanOrEqual(EFFECTIVE_TIMEOUT_MS + SLACK_MS);
-  expect(completedAfterHeal).toBeGreaterThanOrEqual(500);
+  expect(resumedMs, "a job started after the heal").not.toBeNull();
+  expect(resumedMs!).toBeLessThanOrEqual(EFFECTIVE_TIMEOUT_MS + SLACK_MS);
+  expect(completedAfterHeal).toBeGreaterThanOrEqual(AFTER);
   expect(overlaps).toEqual([]);
   // SIGTERM while silent: out within grace + margin.
   expect(exitMs, worker.output()).not.toBeNull();

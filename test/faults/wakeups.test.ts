@@ -123,7 +123,7 @@ test("(b) a submitter that fails at commit leaves the token to a concurrent comm
   const samples: { ms: number | null; committerWaitedOnToken: boolean; failedAtCommit: boolean }[] =
     [];
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < pick(5, 2); i++) {
       await waiting(worker.pid);
       // The failing submitter: a job, then our guard, which sleeps at commit and raises.
       await failing.query("BEGIN");
