@@ -4,9 +4,10 @@ import { extname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 // The dashboard's browser files are plain JavaScript modules, CSS and SVG, written by hand and
-// served as they are from the package: no build step, no CDN, works offline. In a clone they sit
-// beside this module (src/ui/static); the compiled package runs from dist/ui, where tsc copies
-// no such file, so they are read from the package's src/ui/static (package.json `files` ships it).
+// served as they are from the package: no build step of their own, no CDN, works offline. They
+// sit beside this module: src/ui/static in a clone, dist/ui/static in the package (tsc copies no
+// such file: the package's build copies the directory). The second place is the package's
+// src/ui/static, for a package that ships that directory instead.
 const CANDIDATES = [
   new URL("./static/", import.meta.url),
   new URL("../../src/ui/static/", import.meta.url),

@@ -1,24 +1,29 @@
 import { type SchemaSql, statement } from "../../db/sql.ts";
 import type { Queryable } from "../../db/types.ts";
 
-// Per queue, the minutes from `$1` minutes ago through this one: a range of `queue_minutes`'
-// primary key (queue, minute) per queue, so the read costs the rows returned whatever the
-// history holds. Queues come from `queues`, where every submission registers its queue.
+// Per queue, the minutes from `$1` minutes ago through this one: the newest `$1` rows of
+// `queue_minutes`' primary key (queue, minute) per queue (one row per minute at most), so the
+// read costs the rows returned whatever the history holds, and the LIMIT keeps the planner's
+// estimate as small as the read (a large estimate would have the server JIT-compile the plan, which
+// costs more than the read itself). Queues come from `queues`, where every submission registers
+// its queue.
 const QUEUE_MINUTES = statement(
   "ui_queue_minutes",
   `WITH span AS MATERIALIZED (
-     SELECT now() AS now, date_trunc('minute', now()) - ($1::integer - 1) * interval '1 minute' AS first_minute
+     SELECT now() AS now,
+            date_trunc('minute', now()) - ($1::integer - 1) * interval '1 minute' AS first_minute
    )
    SELECT s.now, s.first_minute, m.queue, m.minute, m.completed, m.failed, m.cancelled, m.retried,
           m.run_ms, m.wait_ms
    FROM span s
    LEFT JOIN LATERAL (
      SELECT m.* FROM {{schema}}.queues q
-     JOIN LATERAL (
+     CROSS JOIN LATERAL (
        SELECT * FROM {{schema}}.queue_minutes m
        WHERE m.queue = q.name AND m.minute >= s.first_minute
-       ORDER BY m.minute
-     ) m ON true
+       ORDER BY m.minute DESC
+       LIMIT $1
+     ) m
      WHERE $2::text IS NULL OR q.name = $2
    ) m ON true
    ORDER BY m.queue, m.minute`,
