@@ -108,7 +108,8 @@ export type ErrorCode =
   | "INTERNAL"
   | "SCHEDULE_NOT_FOUND"
   | "SCHEDULE_CONFLICT"
-  | "INVALID_SCHEDULE";
+  | "INVALID_SCHEDULE"
+  | "MALFORMED_REQUEST";
 
 /** Every error the API answers. */
 export type ErrorResponse = {
