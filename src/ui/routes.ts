@@ -26,6 +26,9 @@ export function uiRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>();
   const routes = uiRouteDefinitions();
   const assets = new UiAssets();
+  if (!assets.available) {
+    deps.logger.warn("the dashboard's files are missing from this install: /ui cannot work");
+  }
   const open = { access: "public" } as const;
   const data = { access: "key", database: true } as const;
 
