@@ -474,6 +474,51 @@ describe("the OpenAPI document, checked against the server", () => {
       ["listQueueKeys", 404, { method: "GET", path: "/queues/defualt/keys", headers: auth }],
       ["docsFile", 404, { method: "GET", path: "/docs/package.json" }],
       [
+        "bulkRetryJobs",
+        400,
+        { method: "POST", path: "/jobs/bulk/retry", headers: json, body: '{"status":["pending"]}' },
+      ],
+      [
+        "bulkRetryJobs",
+        413,
+        { method: "POST", path: "/jobs/bulk/retry", headers: json, body: big },
+      ],
+      [
+        "bulkRetryJobs",
+        415,
+        { method: "POST", path: "/jobs/bulk/retry", headers: plain, body: "{}" },
+      ],
+      [
+        "bulkCancelJobs",
+        400,
+        { method: "POST", path: "/jobs/bulk/cancel", headers: json, body: '{"status":["failed"]}' },
+      ],
+      [
+        "bulkCancelJobs",
+        413,
+        { method: "POST", path: "/jobs/bulk/cancel", headers: json, body: big },
+      ],
+      [
+        "bulkCancelJobs",
+        415,
+        { method: "POST", path: "/jobs/bulk/cancel", headers: plain, body: "{}" },
+      ],
+      [
+        "bulkDeleteJobs",
+        400,
+        { method: "POST", path: "/jobs/bulk/purge", headers: json, body: '{"queue":"default"}' },
+      ],
+      [
+        "bulkDeleteJobs",
+        413,
+        { method: "POST", path: "/jobs/bulk/purge", headers: json, body: big },
+      ],
+      [
+        "bulkDeleteJobs",
+        415,
+        { method: "POST", path: "/jobs/bulk/purge", headers: plain, body: "{}" },
+      ],
+      [
         "createSchedule",
         400,
         {
