@@ -132,6 +132,8 @@ describe("the packed tarball", () => {
       "dist/index.d.ts",
       "dist/index.js.map",
       "dist/cli/main.js",
+      // the dashboard's browser files, copied beside the compiled server (tsc copies no .js)
+      "dist/ui/static/app.js",
       "bin/pgwake.js",
       "LICENSE",
       "package.json",
