@@ -72,15 +72,18 @@ describe("pgwake queues limits", () => {
       fair: true,
     });
 
-    const shown = await run(["queues", "limits", "emails"]);
+    // Shown (no flag), and cleared (another queue, at the same time: a process takes seconds here).
+    await db.pgwake.setQueueLimits("digests", { concurrency: 3 });
+    const [shown, cleared] = await Promise.all([
+      run(["queues", "limits", "emails"]),
+      run(["queues", "limits", "digests", "--clear"]),
+    ]);
     expect(shown.code).toBe(0);
     expect(shown.out).toMatch(/CONCURRENCY/);
     expect(shown.out).toMatch(/emails\s+8\s+2\s+100\/s burst 5\s+5\/m\s+yes/);
-
-    const cleared = await run(["queues", "limits", "emails", "--clear"]);
-    expect(cleared.code).toBe(0);
+    expect(cleared.code, cleared.err).toBe(0);
     expect(cleared.out).toMatch(/no limits/);
-    expect((await db.pgwake.queueLimits("emails"))[0]).toMatchObject({
+    expect((await db.pgwake.queueLimits("digests"))[0]).toMatchObject({
       limited: false,
       source: null,
     });
@@ -114,11 +117,13 @@ describe("pgwake queues limits", () => {
   });
 
   it("refuses a queue nobody knows (exit 1) unless --create is given", async () => {
-    const refused = await run(["queues", "limits", "emials", "--concurrency", "2"]);
+    const [refused, created] = await Promise.all([
+      run(["queues", "limits", "emials", "--concurrency", "2"]),
+      run(["queues", "limits", "reports", "--concurrency", "2", "--create"]),
+    ]);
     expect(refused.code).toBe(1);
     expect(refused.err).toMatch(/no queue "emials" is known.*--create/s);
     expect(await db.pgwake.queueLimits("emials")).toEqual([]);
-    const created = await run(["queues", "limits", "reports", "--concurrency", "2", "--create"]);
     expect(created.code, created.err).toBe(0);
     expect((await db.pgwake.queueLimits("reports"))[0]).toMatchObject({ concurrency: 2 });
   });
@@ -135,7 +140,10 @@ describe("pgwake queues keys", () => {
     await db.pgwake.untyped().enqueue("flow.plain", {}, { queue: "tenants" });
     await limitedClaims(db).claim("w-cli", "tenants", ["flow.plain"]);
 
-    const json = await run(["queues", "keys", "tenants", "--json"]);
+    const [json, table] = await Promise.all([
+      run(["queues", "keys", "tenants", "--json"]),
+      run(["queues", "keys", "tenants", "--limit", "2"]),
+    ]);
     expect(json.code, json.err).toBe(0);
     expect(JSON.parse(json.out)).toEqual({
       keys: [
@@ -144,12 +152,26 @@ describe("pgwake queues keys", () => {
         { key: "initech", running: 1, tokens: null, pending: 0 },
       ],
     });
-    const table = await run(["queues", "keys", "tenants", "--limit", "2"]);
     expect(table.code).toBe(0);
     expect(table.out).toMatch(/KEY\s+RUNNING\s+TOKENS\s+READY/);
     // The jobs without a key share the key shown as (none).
     expect(table.out).toMatch(/\(none\)\s+1\s+-\s+0/);
     expect(table.out).toMatch(/acme\s+1\s+-\s+2/);
     expect(table.out).not.toMatch(/initech/);
+  });
+});
+
+describe("reading a queue nobody knows", () => {
+  // BUG (reported): `pgwake queues limits <name>` (no flag) and `pgwake queues keys <name>` print
+  // "no limits" / "no concurrency keys" and exit 0 for a misspelt queue, where the HTTP API
+  // answers 404 QUEUE_NOT_FOUND (GET /queues/:name/limits, GET /queues/:name/keys) and setting
+  // limits exits 1. Remove `.fails` once fixed.
+  it.fails("exits 1, as setting does and as the HTTP API answers 404", async () => {
+    const [limits, keys] = await Promise.all([
+      run(["queues", "limits", "emials"]),
+      run(["queues", "keys", "emials"]),
+    ]);
+    expect(limits.code, limits.out).toBe(1);
+    expect(keys.code, keys.out).toBe(1);
   });
 });

@@ -34,14 +34,30 @@ const hold = defineTask({
 });
 const plain = defineTask({ name: "flow.plain", handler: () => {} });
 
+/** Runs of `flow.sticky`: when each began and ended (this process's clock). */
+const runs: { at: number; ended?: number; worker: string }[] = [];
+const stuck = deferred();
+const sticky = defineTask({
+  name: "flow.sticky",
+  queue: "sticky",
+  // Blocked in I/O its signal does not reach (the first run only), then done.
+  handler: async (_payload: unknown, ctx: JobContext) => {
+    const run = { at: Date.now(), worker: ctx.workerId } as (typeof runs)[number];
+    runs.push(run);
+    if (runs.length === 1) await stuck.promise;
+    run.ended = Date.now();
+  },
+});
+
 let db: TestDb;
 
 beforeAll(async () => {
-  db = await createTestDb("flow_locks", { tasks: [hold, plain] });
+  db = await createTestDb("flow_locks", { tasks: [hold, plain, sticky] });
 });
 
 afterAll(async () => {
   release.resolve();
+  stuck.resolve();
   await db?.close();
 });
 
@@ -304,5 +320,70 @@ describe("a rate-limited claim that waited for the queue's row behind a later on
     expect(state).toBeDefined();
     expect(state!.tokensAtAfter.getTime()).toBeGreaterThanOrEqual(state!.tokensAtBefore.getTime());
     if (state!.nextWithinPeriod) expect(state!.takenNext).toBe(0);
+  });
+});
+
+describe("a worker fenced while a handler does not stop on its signal", () => {
+  let handedBackWhileRunning: boolean | undefined;
+
+  it("is set up: heartbeats held up past lease − margin, then let through", {
+    timeout: 60_000,
+  }, async () => {
+    await db.pgwake.setQueueLimits("sticky", { keyConcurrency: 1 });
+    const options = {
+      tasks: [sticky],
+      queues: ["sticky"],
+      concurrency: 2,
+      leaseMs: 2_000,
+      heartbeatMs: 200,
+      pollIntervalMs: 200,
+      maintenanceIntervalMs: 0,
+    };
+    const worker = db.pgwake.worker(options);
+    const other = db.pgwake.worker(options);
+    await worker.start();
+    const job = (await db.pgwake.untyped().enqueue("flow.sticky", {}, { concurrencyKey: "k" })).job;
+    const holder = await dedicated();
+    try {
+      await waitFor(() => runs.length === 1, { message: "the job to start" });
+      expect(runs[0]!.worker).toBe(worker.id);
+      await other.start();
+      // The worker's heartbeats wait behind this lock (as behind a silent network): it fences
+      // itself at lease − margin and fires its handlers' signals.
+      await holder.client.query("BEGIN");
+      await holder.client.query(`SELECT 1 FROM "${db.schema}".workers WHERE id = $1 FOR UPDATE`, [
+        worker.id,
+      ]);
+      await waitFor(() => !worker.leaseLive, { timeoutMs: 10_000, message: "the worker to fence" });
+      await holder.client.query("COMMIT");
+      // Renewed in time, the worker hands the job back; it may run again only once the first run
+      // has returned. Give it the chance: until the job ran twice, or 3 s after the renewal.
+      await waitFor(() => worker.leaseLive, { timeoutMs: 10_000, message: "the lease renewed" });
+      const renewed = Date.now();
+      await waitFor(() => runs.length >= 2 || Date.now() - renewed > 3_000, {
+        timeoutMs: 10_000,
+        message: "a second run or 3 s",
+      });
+      handedBackWhileRunning = runs.length >= 2 && runs[0]!.ended === undefined;
+      console.log(
+        `fenced with a handler that ignores its signal: job ${job.id} runs ${JSON.stringify(runs)}; run again while the first still ran: ${handedBackWhileRunning}`,
+      );
+    } finally {
+      await holder.client.query("ROLLBACK").catch(() => {});
+      holder.client.release();
+      stuck.resolve();
+      await Promise.all([worker.stop({ graceMs: 2_000 }), other.stop({ graceMs: 2_000 })]);
+    }
+    expect(handedBackWhileRunning).toBeDefined();
+  });
+
+  // ENGINE BUG (reported): after a fence, a worker whose lease was renewed in time hands its jobs
+  // back at once (Worker.unfence → returnJobs), whether or not their handlers returned: the job
+  // runs again (here in another worker) while the first run still goes, and its slot is free,
+  // so a key limit of 1 runs 2. Seen in the fleet test under load (a replacement worker starved
+  // past its fence, the same job's attempt 1 running twice on one worker). Remove `.fails` once
+  // fixed.
+  it.fails("runs the job again only after its first run returned", () => {
+    expect(handedBackWhileRunning).toBe(false);
   });
 });
