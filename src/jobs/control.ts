@@ -68,22 +68,48 @@ export async function cancelJobs(
 
 // Brings failed and cancelled jobs back from history with a fresh attempt budget, ready now with a
 // fresh ready_seq (behind what is already ready), and wakes waiting workers for them.
+// Failed and cancelled jobs back to `jobs`, pending now with a fresh attempt budget and a fresh
+// ready_seq. Their idempotency key: a key released when the job finished (modes 'active' and
+// 'debounce' hold one only while the job lives) is reserved again for it in mode 'active', so at
+// most one live job holds it; a key still reserved for the job (the default mode) stays; a job
+// whose key another live job now holds is not retried (the caller says why). Flow control: the
+// job holds no slot until a claim gives it one; in a queue served per key, a job without a key
+// gets '' as a submission would. (The bulk retry, bulk.ts, does the same over a filter.)
 const RETRY_JOBS = statement(
   "retry_jobs",
-  `WITH back AS (
-     DELETE FROM {{schema}}.job_history h
+  `WITH picked AS MATERIALIZED (
+     SELECT h.id, h.queue, h.idempotency_key FROM {{schema}}.job_history h
      WHERE h.id = ANY ($1::bigint[]) AND h.status IN ('failed', 'cancelled')
+   ), blocked AS MATERIALIZED (
+     SELECT p.id FROM picked p
+     JOIN {{schema}}.job_keys k ON k.queue = p.queue AND k.key = p.idempotency_key
+     WHERE k.job_id <> p.id AND EXISTS (SELECT 1 FROM {{schema}}.jobs j WHERE j.id = k.job_id)
+   ), back AS (
+     DELETE FROM {{schema}}.job_history h
+     WHERE h.id IN (SELECT p.id FROM picked p WHERE p.id NOT IN (SELECT id FROM blocked))
+       AND h.status IN ('failed', 'cancelled')
      RETURNING h.*
+   ), reserved AS (
+     INSERT INTO {{schema}}.job_keys AS k (queue, key, job_id, mode)
+     SELECT b.queue, b.idempotency_key, b.id, 'active' FROM back b
+     WHERE b.idempotency_key IS NOT NULL
+     ORDER BY 1, 2
+     ON CONFLICT (queue, key) DO NOTHING
+     RETURNING k.job_id
    ), revived AS (
      INSERT INTO {{schema}}.jobs AS j
        (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,
         idempotency_key, request_id, last_error, created_at, updated_at, ready_seq,
-        concurrency_key)
+        concurrency_key, key_mode)
      OVERRIDING SYSTEM VALUE
      SELECT b.id, b.queue, b.task, b.payload, 'pending', b.priority, now(), 0, b.max_attempts,
             b.timeout_ms, b.idempotency_key, b.request_id, b.last_error, b.created_at, now(),
-            nextval('{{schema}}.jobs_id_seq'::regclass), b.concurrency_key
-     FROM back b
+            nextval('{{schema}}.jobs_id_seq'::regclass),
+            coalesce(b.concurrency_key,
+                     CASE WHEN q.name IS NOT NULL AND {{schema}}.queue_is_keyed(q) THEN '' END),
+            CASE WHEN b.id IN (SELECT r.job_id FROM reserved r) THEN 'active' END
+     FROM back b LEFT JOIN {{schema}}.queues q ON q.name = b.queue
+     ORDER BY b.id
      RETURNING j.*
    ), revived_keys AS (
      INSERT INTO {{schema}}.queue_keys (queue, key)
@@ -105,7 +131,30 @@ const RETRY_JOBS = statement(
    FROM revived j CROSS JOIN (SELECT NULL::timestamptz AS lease_expires_at, (SELECT count(*) FROM woken) AS woke) w`,
 );
 
-/** Re-queues failed or cancelled jobs; returns those it re-queued. */
+const KEY_HOLDER = statement(
+  "idempotency_key_holder",
+  `SELECT k.job_id FROM {{schema}}.job_keys k
+   JOIN {{schema}}.jobs j ON j.id = k.job_id
+   WHERE k.queue = $1 AND k.key = $2 AND k.job_id <> $3`,
+);
+
+/**
+ * The live job that holds a finished job's idempotency key (so the finished one cannot be
+ * retried), or null.
+ */
+export async function keyHolder(db: Queryable, sql: SchemaSql, job: Job): Promise<number | null> {
+  if (job.idempotencyKey === null) return null;
+  const { rows } = await db.query<{ job_id: number }>({
+    ...sql.bind(KEY_HOLDER),
+    values: [job.queue, job.idempotencyKey, job.id],
+  });
+  return rows[0]?.job_id ?? null;
+}
+
+/**
+ * Re-queues failed or cancelled jobs; returns those it re-queued (not those whose idempotency key
+ * another live job holds now: see `keyHolder`).
+ */
 export async function retryJobs(
   db: Queryable,
   sql: SchemaSql,

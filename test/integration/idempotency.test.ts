@@ -1,5 +1,6 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createApp } from "../../src/api/app.ts";
 import type { EnqueuedJob } from "../../src/index.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
 
@@ -160,6 +161,30 @@ describe("idempotency keys", () => {
     ]);
     expect(many[1]!.id).toBe(many[0]!.id);
     expect(many[2]!.id).toBe(one[0]!.id);
+  });
+
+  it("a retried job holds its active key again, and is not retried while another live job holds it", async () => {
+    const submit = () =>
+      db.pgwake.enqueue("send", { n: 1 }, { idempotencyKey: "retry-key", keyMode: "active" });
+    const first = await submit();
+    await db.pgwake.cancel([first.job.id]);
+    // Revived, it holds the key again: a submission while it waits is its duplicate.
+    expect(await db.pgwake.retry([first.job.id])).toMatchObject([{ id: first.job.id }]);
+    expect(await submit()).toMatchObject({ duplicate: true, job: { id: first.job.id } });
+
+    // Finished again, the key is free, and a new job takes it: the old one cannot come back.
+    await db.pgwake.cancel([first.job.id]);
+    const second = await submit();
+    expect(second.duplicate).toBe(false);
+    expect(await db.pgwake.retry([first.job.id])).toEqual([]);
+    expect((await db.pgwake.getJob(first.job.id))?.status).toBe("cancelled");
+    const app = createApp({ pgwake: db.pgwake });
+    const res = await app.request(`/jobs/${first.job.id}/retry`, { method: "POST" });
+    expect(res.status).toBe(409);
+    expect(await res.json()).toMatchObject({
+      error: { code: "CONFLICT", details: { heldBy: second.job.id } },
+    });
+    await db.pgwake.cancel([second.job.id]);
   });
 
   it("the SQL enqueue() keeps the nulls inside a payload", async () => {

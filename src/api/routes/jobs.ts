@@ -1,6 +1,7 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { type Context, context, trace } from "@opentelemetry/api";
 import type { Context as HonoContext } from "hono";
+import { keyHolder } from "../../jobs/control.ts";
 import { compareLockOrder, DEFAULT_QUEUE, lockOrderKey, type NewJob } from "../../jobs/enqueue.ts";
 import { listJobs } from "../../jobs/list.ts";
 import { TERMINAL_STATUSES } from "../../jobs/types.ts";
@@ -323,6 +324,18 @@ export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
       if (retried) return { status: 200, body: { job: jobJson(retried) } };
       const job = await pgwake.getJob(id);
       if (!job) throw jobNotFound(id);
+      const holder =
+        job.status === "failed" || job.status === "cancelled"
+          ? await keyHolder(pgwake.pool, deps.sql, job)
+          : null;
+      if (holder !== null) {
+        throw new ApiError(
+          409,
+          "CONFLICT",
+          `job ${id} cannot be retried: its idempotency key is held by live job ${holder}`,
+          { details: { status: job.status, heldBy: holder } },
+        );
+      }
       throw new ApiError(
         409,
         "CONFLICT",
