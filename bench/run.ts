@@ -15,13 +15,16 @@ import { Progress } from "./lib/progress.ts";
 import { renderTable, renderVerdicts } from "./lib/report.ts";
 import { renderSvg } from "./lib/svg.ts";
 import { adminPool } from "./lib/systems.ts";
+import { bulkScenario } from "./scenarios/bulk.ts";
 import { drainScenario } from "./scenarios/drain.ts";
 import { enqueueScenario } from "./scenarios/enqueue.ts";
+import { fleetScenario } from "./scenarios/fleet.ts";
 import { historyScenario } from "./scenarios/history.ts";
 import { httpScenario } from "./scenarios/http.ts";
 import { latencyScenario } from "./scenarios/latency.ts";
 import { peersScenario } from "./scenarios/peers.ts";
 import { scaleScenario } from "./scenarios/scale.ts";
+import { schedulesScenario } from "./scenarios/schedules.ts";
 import { wakeupScenario } from "./scenarios/wakeup.ts";
 import { walScenario } from "./scenarios/wal.ts";
 import { xminScenario } from "./scenarios/xmin.ts";
@@ -37,6 +40,9 @@ const SCENARIOS: Record<string, (ctx: BenchContext) => Promise<void>> = {
   xmin: xminScenario,
   history: historyScenario,
   scale: scaleScenario,
+  fleet: fleetScenario,
+  bulk: bulkScenario,
+  schedules: schedulesScenario,
 };
 
 const USAGE = `usage: node bench/run.ts [--quick | --full] [--reps N] [scenario …]

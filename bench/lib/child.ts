@@ -28,9 +28,15 @@ export class BenchChild {
     });
   }
 
-  static async spawn(config: ChildConfig): Promise<BenchChild> {
+  /** Forks a child and waits for it to be ready (loading pgwake takes a while on a busy box). */
+  static async spawn(config: ChildConfig, readyTimeoutMs = 60_000): Promise<BenchChild> {
     const child = new BenchChild(config);
-    await child.next("ready", 30_000);
+    try {
+      await child.next("ready", readyTimeoutMs);
+    } catch (error) {
+      child.proc.kill("SIGKILL");
+      throw error;
+    }
     return child;
   }
 

@@ -156,7 +156,7 @@ export const SETTINGS: Record<Mode, Settings> = {
     },
     fleet: { workers: 100, seconds: 3, inFlight: 16, wakeJobs: 50, wakeIntervalMs: 200 },
     bulk: { jobs: 50_000, chunks: [1_000, 50_000] },
-    schedules: { schedules: 10_000, ticks: 2, services: 2 },
+    schedules: { schedules: 10_000, ticks: 3, services: 2 },
   },
   full: {
     reps: 5,
@@ -201,7 +201,7 @@ export const SETTINGS: Record<Mode, Settings> = {
     },
     fleet: { workers: 100, seconds: 4, inFlight: 16, wakeJobs: 100, wakeIntervalMs: 200 },
     bulk: { jobs: 50_000, chunks: [1_000, 50_000] },
-    schedules: { schedules: 10_000, ticks: 2, services: 2 },
+    schedules: { schedules: 10_000, ticks: 3, services: 2 },
   },
 };
 

@@ -26,7 +26,8 @@ import { createPool } from "../../src/db/pool.ts";
 import { quoteIdent, SchemaSql } from "../../src/db/sql.ts";
 import { defineTask, Worker } from "../../src/index.ts";
 import { ScheduleLoop } from "../../src/schedules/loop.ts";
-import { percentile } from "../lib/stats.ts";
+import type { BenchContext } from "../lib/context.ts";
+import { percentile, summarize } from "../lib/stats.ts";
 
 const ZONES = [
   "UTC",
@@ -214,6 +215,45 @@ async function runService(): Promise<void> {
   process.stdin.resume();
   process.stdin.on("end", () => process.exit(0));
   loop.start();
+}
+
+/**
+ * Scenario `schedules` of the suite: `measureScheduleLateness` against the bench's database with
+ * the mode's sizes; each measured minute tick is a repetition (after a warm-up tick).
+ */
+export async function schedulesScenario(ctx: BenchContext): Promise<void> {
+  const { schedules, ticks, services } = ctx.settings.schedules;
+  const figures = await measureScheduleLateness({
+    url: ctx.url,
+    schedules,
+    ticks,
+    services,
+    concurrency: 200,
+    zones: false,
+    log: (line) => ctx.progress.step(`schedules: ${line.slice(0, 100)}`),
+  });
+  const kase = `${schedules.toLocaleString("en-US")} schedules every minute, ${services} service processes, 1 worker (concurrency 200); a repetition is a minute tick`;
+  const row = (metric: string, unit: string, pick: (f: TickFigures) => number) =>
+    ctx.results.push({
+      scenario: "schedules",
+      system: "pgwake",
+      case: kase,
+      metric,
+      unit,
+      better: "lower",
+      summary: summarize(figures.map(pick)),
+    });
+  row("job made, p50 after the tick", "ms", (f) => f.madeP50Ms);
+  row("job made, p99 after the tick", "ms", (f) => f.madeP99Ms);
+  row("burst: first to last job written", "ms", (f) => f.burstMs);
+  row("handler start, p50 after the tick", "ms", (f) => f.startP50Ms);
+  row("handler start, p99 after the tick", "ms", (f) => f.startP99Ms);
+  row("handler start, max after the tick", "ms", (f) => f.startMaxMs);
+  row(
+    "runs or jobs missing or extra",
+    "per tick",
+    (f) => Math.abs(f.runs - schedules) + Math.abs(f.jobs - schedules),
+  );
 }
 
 function fixed(ms: number): string {
