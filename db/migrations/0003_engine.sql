@@ -73,6 +73,9 @@ CREATE TABLE {{schema}}.job_history_7 PARTITION OF {{schema}}.job_history FOR VA
 -- A job by id (the API, duplicates of an idempotency key) and the dead-letter set by queue.
 CREATE INDEX job_history_id_idx ON {{schema}}.job_history (id);
 CREATE INDEX job_history_dead_idx ON {{schema}}.job_history (queue, id) WHERE status <> 'completed';
+-- The same by status: failed and cancelled jobs counted per queue without reading the other's.
+CREATE INDEX job_history_dead_status_idx ON {{schema}}.job_history (queue, status, id)
+  WHERE status <> 'completed';
 
 INSERT INTO {{schema}}.job_history
   (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,

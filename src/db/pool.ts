@@ -90,8 +90,11 @@ export function connectionConfig(options: PoolOptions, sockets?: SocketTracker):
         `-c statement_timeout=${timeout}`,
         // The server drops a client that stopped answering, so its locks and backend go too.
         "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=10",
+        // pgwake's statements are short: compiling one (JIT) costs more than it ever saves,
+        // and the estimates of a large history made every `GET /queues` compile for seconds.
+        "-c jit=off",
         ...(options.fixedPlans
-          ? ["-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c jit=off"]
+          ? ["-c plan_cache_mode=force_generic_plan -c enable_seqscan=off"]
           : []),
       ].join(" ");
   return {

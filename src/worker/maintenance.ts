@@ -7,7 +7,7 @@ import {
   releaseKeys,
   rotateHistory,
 } from "../jobs/maintenance.ts";
-import { pruneMinuteCounts } from "../jobs/stats.ts";
+import { compactMinuteCounts, pruneMinuteCounts } from "../jobs/stats.ts";
 import type { Logger } from "../logger.ts";
 import { pruneScheduleRuns } from "../schedules/sql/pruneRuns.ts";
 
@@ -135,7 +135,13 @@ export class Maintenance {
       intervalMs: () => Math.max(every, 600_000),
       run: async () => {
         const pruned = await pruneMinuteCounts(pool, sql, MINUTES_KEPT_MS);
-        return pruned ? { prunedMinutes: pruned } : undefined;
+        let folded = 0;
+        for (let batch = 0; batch < 20; batch++) {
+          const n = await compactMinuteCounts(pool, sql, 20_000);
+          folded += n;
+          if (n < 20_000) break;
+        }
+        return pruned || folded ? { prunedMinutes: pruned, foldedMinutes: folded } : undefined;
       },
     });
   }

@@ -7,6 +7,7 @@ import {
   releaseKeys,
   rotateHistory,
 } from "../../src/jobs/maintenance.ts";
+import { addMinuteCounts, compactMinuteCounts } from "../../src/jobs/stats.ts";
 import { type Engine, engineFor } from "../fixtures/engine.ts";
 import { createTestDb, type TestDb } from "../helpers/db.ts";
 
@@ -255,6 +256,70 @@ describe("maintenance", () => {
     await db.pgwake.cancel([again.job.id, waiting.id]);
   });
 
+  it("folds the per-minute counts of hours past into one row an hour, keeping every count", async () => {
+    const [{ now }] = (await db.query<{ now: Date }>("SELECT now() AS now")) as [{ now: Date }];
+    const hour = 3_600_000;
+    const startOfHour = (t: number) => Math.floor(t / hour) * hour;
+    const old = startOfHour(now.getTime()) - 3 * hour; // an hour long past
+    const recent = now.getTime() - 5 * 60_000; // this hour's minutes stay
+    const counts = [
+      ...[0, 1, 17, 59].map((m) => ({
+        minute: new Date(old + m * 60_000),
+        completed: 2,
+        failed: 1,
+      })),
+      ...[0, 30].map((m) => ({
+        minute: new Date(old + hour + m * 60_000),
+        completed: 5,
+        failed: 0,
+      })),
+      { minute: new Date(recent), completed: 7, failed: 0 },
+    ].map((c) => ({ queue: "folded", cancelled: 0, retried: 1, runMs: 10, waitMs: 3, ...c }));
+    await addMinuteCounts(db.pool, engine.sql, counts);
+    const totals = () =>
+      db.query<{
+        rows: number;
+        completed: number;
+        failed: number;
+        retried: number;
+        run_ms: number;
+      }>(
+        `SELECT count(*)::integer AS rows, sum(completed)::integer AS completed,
+                sum(failed)::integer AS failed, sum(retried)::integer AS retried,
+                sum(run_ms)::integer AS run_ms
+         FROM {{schema}}.queue_minutes WHERE queue = 'folded'`,
+      );
+    expect((await totals())[0]).toEqual({
+      rows: 7,
+      completed: 25,
+      failed: 4,
+      retried: 7,
+      run_ms: 70,
+    });
+    // Batches of 2: it goes on until nothing is left to fold.
+    let folded = 0;
+    for (let n = await compactMinuteCounts(db.pool, engine.sql, 2); n > 0; ) {
+      folded += n;
+      n = await compactMinuteCounts(db.pool, engine.sql, 2);
+    }
+    expect(folded).toBe(4); // 1, 17, 59 of the first hour; 30 of the second
+    expect((await totals())[0]).toEqual({
+      rows: 3,
+      completed: 25,
+      failed: 4,
+      retried: 7,
+      run_ms: 70,
+    });
+    const rows = await db.query<{ minute: Date; completed: number }>(
+      "SELECT minute, completed::integer FROM {{schema}}.queue_minutes WHERE queue = 'folded' ORDER BY minute",
+    );
+    expect(rows.map((r) => [r.minute.getTime(), r.completed])).toEqual([
+      [old, 8],
+      [old + hour, 10],
+      [Math.floor(recent / 60_000) * 60_000, 7],
+    ]);
+  });
+
   it("a worker's maintenance runs every service and reports what each did", async () => {
     const worker = db.pgwake.worker({
       tasks: [{ name: "manual", handler: () => null }],
@@ -268,6 +333,7 @@ describe("maintenance", () => {
         "keys",
         "minutes",
         "reaper",
+        "schedule-runs",
         "waiters",
       ]);
     } finally {
