@@ -554,6 +554,20 @@ export const ListJobsQuerySchema = z.strictObject({
       description: "`nextCursor` of the previous page.",
       param: { name: "cursor", in: "query" },
     }),
+  createdAfter: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .meta({
+      description: "Only jobs submitted at or after this time (ISO 8601).",
+      param: { name: "createdAfter", in: "query" },
+    }),
+  createdBefore: z.iso
+    .datetime({ offset: true })
+    .optional()
+    .meta({
+      description: "Only jobs submitted before this time (ISO 8601).",
+      param: { name: "createdBefore", in: "query" },
+    }),
 });
 
 export const EventsQuerySchema = z.strictObject({

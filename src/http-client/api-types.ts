@@ -879,6 +879,10 @@ export interface Operations {
       limit?: number;
       /** `nextCursor` of the previous page. */
       cursor?: number;
+      /** Only jobs submitted at or after this time (ISO 8601). */
+      createdAfter?: string;
+      /** Only jobs submitted before this time (ISO 8601). */
+      createdBefore?: string;
     };
     headers: Record<string, never>;
     body: undefined;

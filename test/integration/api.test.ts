@@ -323,6 +323,27 @@ describe("HTTP API routes (app.request)", () => {
     await expectError(await lister.request("/jobs?status=bogus"), 400, "VALIDATION_FAILED");
     await expectError(await lister.request("/jobs?cursor=-1"), 400, "VALIDATION_FAILED");
     await expectError(await lister.request("/jobs?what=1"), 400, "VALIDATION_FAILED");
+
+    // A time range, decided by the server: the jobs created from the third on.
+    const created = await Promise.all(
+      ids.map(async (id) => (await db.pgwake.getJob(id))!.createdAt),
+    );
+    const after = encodeURIComponent(created[2]!.toISOString());
+    const recent = (await (
+      await lister.request(`/jobs?queue=list-q&createdAfter=${after}`)
+    ).json()) as { jobs: Array<{ id: number }> };
+    expect(recent.jobs.map((j) => j.id)).toEqual(
+      ids.filter((_, i) => created[i]!.getTime() >= created[2]!.getTime()).reverse(),
+    );
+    const before = (await (
+      await lister.request(`/jobs?queue=list-q&createdBefore=${after}`)
+    ).json()) as { jobs: Array<{ id: number }> };
+    expect(before.jobs.length + recent.jobs.length).toBe(5);
+    await expectError(
+      await lister.request("/jobs?createdAfter=yesterday"),
+      400,
+      "VALIDATION_FAILED",
+    );
   });
 
   it("pages a job's events, cancels (409 once finished) and retries (409 unless failed or cancelled)", async () => {

@@ -247,6 +247,10 @@ export function jobRoutes(deps: ApiDeps): OpenAPIHono<ApiEnv> {
         ...(query.task !== undefined ? { task: query.task } : {}),
         ...(query.status !== undefined ? { statuses: query.status } : {}),
         ...(query.cursor !== undefined ? { beforeId: query.cursor } : {}),
+        ...(query.createdAfter !== undefined ? { createdAfter: new Date(query.createdAfter) } : {}),
+        ...(query.createdBefore !== undefined
+          ? { createdBefore: new Date(query.createdBefore) }
+          : {}),
         limit: query.limit ?? DEFAULT_PAGE,
       });
       return {
