@@ -25,7 +25,7 @@ export async function start({ config, logger, lifecycle }: CommandContext): Prom
   );
   logger.info(
     { url: api.url, tasks: tasks.names(), queues: config.queues, workerId: worker?.id },
-    `pgwake is ready at ${api.url}; try: ${curlHint(api.url)}`,
+    `pgwake is ready at ${api.url}${config.ui ? ` (dashboard: ${api.url.replace("://0.0.0.0:", "://localhost:")}/ui)` : ""}; try: ${curlHint(api.url)}`,
   );
   await lifecycle.stopRequested;
   return 0;
