@@ -162,7 +162,7 @@ test("the API answers 503 while Postgres is down, recovers, and no accepted job 
     const notDone = async () =>
       (
         await pool.query<{ n: number }>(
-          `SELECT count(*)::int AS n FROM ${SCHEMA}.jobs WHERE id = ANY($1::bigint[]) AND status <> 'completed'`,
+          `SELECT count(*)::int AS n FROM ${SCHEMA}.all_jobs WHERE id = ANY($1::bigint[]) AND status <> 'completed'`,
           [tally.created],
         )
       ).rows[0]!.n;
@@ -170,10 +170,18 @@ test("the API answers 503 while Postgres is down, recovers, and no accepted job 
       timeoutMs: 120_000,
       intervalMs: 200,
       message: "every accepted job completed",
+    }).catch((error: Error) => {
+      // What the worker says about it (fenced, reaped, started over…) is the diagnosis.
+      const said = worker
+        .logs()
+        .filter((l) => l.level >= 40)
+        .slice(-15)
+        .map((l) => l.msg);
+      throw new Error(`${error.message}; ${JSON.stringify(said)}`);
     });
     const { rows } = await pool.query<{ found: number; rows: number }>(
       `SELECT count(*) FILTER (WHERE id = ANY($1::bigint[]))::int AS found, count(*)::int AS rows
-       FROM ${SCHEMA}.jobs`,
+       FROM ${SCHEMA}.all_jobs`,
       [tally.created],
     );
     expect(api.alive && worker.alive, `a process died:\n${api.output()}\n${worker.output()}`).toBe(

@@ -21,7 +21,9 @@ import {
 } from "./helpers.ts";
 
 const LEASE_MS = 3_000;
-const HEARTBEAT_MS = 1_000;
+const HEARTBEAT_MS = 500;
+/** A worker fences itself (stops its jobs) this long before its lease would run out. */
+const FENCE_MARGIN_MS = Math.min(5_000, LEASE_MS / 5);
 
 let db: TestDb;
 
@@ -116,9 +118,10 @@ const ALL_CASES: Case[] = [
   {
     name: "blocks the event loop longer than the heartbeat (shorter than the lease)",
     task: "faults.busyLoop",
-    // The last heartbeat may be up to one interval old when the loop starts: the lease then
-    // has LEASE_MS - HEARTBEAT_MS left, and the block stays under it.
-    payload: { ms: LEASE_MS - HEARTBEAT_MS - 500 },
+    // The last heartbeat may be up to one interval old when the loop starts, and the worker
+    // fences itself at lease − margin: LEASE_MS - FENCE_MARGIN_MS - HEARTBEAT_MS are left (1.9 s),
+    // and the block (1 s, twice the heartbeat) stays well under it on a loaded box.
+    payload: { ms: LEASE_MS - FENCE_MARGIN_MS - HEARTBEAT_MS - 900 },
     options: { maxAttempts: 3 },
     expect: (job, runs, events) => {
       expect(job.status).toBe("completed");
@@ -306,7 +309,21 @@ async function runCases(CASES: Case[], scenario: string): Promise<void> {
         )
       )[0]!.n === streamIds.length,
     { timeoutMs: 120_000, intervalMs: 100, message: "every stream job completed" },
-  );
+  ).catch(async (error: Error) => {
+    // Where the missing ones are, and what the workers said about themselves.
+    const stuck = await db.query<{ status: string; owner: string | null; n: number }>(
+      `SELECT status, lease_owner AS owner, count(*)::int AS n FROM {{schema}}.all_jobs
+       WHERE id = ANY($1::bigint[]) AND status <> 'completed' GROUP BY 1, 2`,
+      [streamIds],
+    );
+    const said = workers.flatMap((w) =>
+      w
+        .logs()
+        .filter((l) => l.level >= 50 || /started over/.test(l.msg))
+        .map((l) => `${w.pid}: ${l.msg}`),
+    );
+    throw new Error(`${error.message}: ${JSON.stringify(stuck)}; ${JSON.stringify(said)}`);
+  });
   const [flow] = await db.query<{ during: number; maxLatencyMs: number; duplicates: number }>(
     `SELECT count(*) FILTER (WHERE finished_at BETWEEN $2 AND $3)::int AS during,
             max(extract(epoch FROM finished_at - created_at) * 1000)::int AS "maxLatencyMs",
