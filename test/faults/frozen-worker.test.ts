@@ -253,7 +253,7 @@ test("(a) a worker frozen again and again, inside maintenance and past its lease
     chaosTo,
   );
   const waitMs = await longestWait(otherPids, chaosFrom + 1_000);
-  const done = await allCompleted(60_000);
+  const done = await allCompleted(30_000);
   for (const l of frozen.logs()) if (l.workerId) frozenIds.push(String(l.workerId));
   const ids = [...new Set(frozenIds)];
   // The attempts the frozen worker held when it froze were reaped: none of them may complete.

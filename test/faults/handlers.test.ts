@@ -308,7 +308,7 @@ async function runCases(CASES: Case[], scenario: string): Promise<void> {
           [streamIds],
         )
       )[0]!.n === streamIds.length,
-    { timeoutMs: 120_000, intervalMs: 100, message: "every stream job completed" },
+    { timeoutMs: 60_000, intervalMs: 100, message: "every stream job completed" },
   ).catch(async (error: Error) => {
     // Where the missing ones are, and what the workers said about themselves.
     const stuck = await db.query<{ status: string; owner: string | null; n: number }>(

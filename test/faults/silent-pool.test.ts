@@ -138,7 +138,7 @@ test("a silent pool is detected, fenced, and claiming resumes within seconds of 
       const n = await completedSince(healedAt);
       return n >= AFTER ? n : null;
     },
-    { timeoutMs: 60_000, intervalMs: 50, message: `${AFTER} jobs completed after the heal` },
+    { timeoutMs: 30_000, intervalMs: 50, message: `${AFTER} jobs completed after the heal` },
   ).catch(async () => completedSince(healedAt));
   const logs = worker.logs();
   const during = warnings(logs, undefined, cut.since);
