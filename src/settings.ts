@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { DEFAULT_NETWORK_TIMEOUT_MS } from "./db/pool.ts";
 import { SCHEMA_PATTERN } from "./db/sql.ts";
 
 /**
@@ -474,7 +475,7 @@ export const SETTINGS = {
     env: "PGWAKE_NETWORK_TIMEOUT_MS",
     flag: "network-timeout-ms",
     placeholder: "ms",
-    default: 15_000,
+    default: DEFAULT_NETWORK_TIMEOUT_MS,
     parse: integer(1_000, 3_600_000),
     description:
       "A statement with no answer after this long is abandoned and its connection replaced; idle connections are probed by TCP keepalive within about the same time.",

@@ -4,6 +4,7 @@ import type { Registry } from "prom-client";
 import type { Pgwake } from "../client.ts";
 import { type Logger, silentLogger } from "../logger.ts";
 import { scheduleRoutes } from "../schedules/routes.ts";
+import { SETTING_DEFAULTS } from "../settings.ts";
 import { uiRoutes } from "../ui/routes.ts";
 import { type AccessSettings, type ApiDeps, schemaSqlOf } from "./context.ts";
 import { apiDocument, registerSecurity } from "./document.ts";
@@ -57,8 +58,9 @@ export interface ApiOptions {
   ui?: boolean;
 }
 
-export const DEFAULT_BODY_LIMIT_BYTES = 1024 * 1024;
-export const DEFAULT_BATCH_LIMIT = 1000;
+/** From the one table of settings (src/settings.ts): the API and the CLI cannot disagree. */
+export const DEFAULT_BODY_LIMIT_BYTES = SETTING_DEFAULTS.bodyLimitBytes;
+export const DEFAULT_BATCH_LIMIT = SETTING_DEFAULTS.batchLimit;
 
 /**
  * Builds the pgwake HTTP API on Hono: job submission and control, queue stats, health,

@@ -5,6 +5,7 @@ import { PgwakeError } from "../errors.ts";
 import type { NewJob } from "../jobs/enqueue.ts";
 import type { Logger } from "../logger.ts";
 import type { ScheduleSpec } from "../schedules/definition.ts";
+import { SETTING_DEFAULTS } from "../settings.ts";
 import type { AnyTaskDefinition, TaskRegistry } from "../tasks.ts";
 
 /** A queue a worker serves, with at most `slots` of its handler slots (default: any). */
@@ -103,27 +104,30 @@ export interface WorkerOptions {
   prepareJob?: (job: NewJob) => NewJob;
 }
 
-/** Defaults of every worker option (the CLI's settings declare the same values). */
+/**
+ * Defaults of every worker option. Those that are also settings of the `pgwake` command come from
+ * its one table of settings (src/settings.ts), so the library and the CLI cannot disagree.
+ */
 export const WORKER_DEFAULTS = {
-  schema: "pgwake",
-  concurrency: 16,
-  notify: true,
-  pollIntervalMs: 2_000,
-  leaseMs: 30_000,
-  heartbeatMs: 10_000,
-  defaultTimeoutMs: 5 * 60_000,
-  claimCooldownMs: 5,
-  bufferMs: 100,
+  schema: SETTING_DEFAULTS.schema,
+  concurrency: SETTING_DEFAULTS.concurrency,
+  notify: SETTING_DEFAULTS.notify,
+  pollIntervalMs: SETTING_DEFAULTS.pollIntervalMs,
+  leaseMs: SETTING_DEFAULTS.leaseMs,
+  heartbeatMs: SETTING_DEFAULTS.heartbeatMs,
+  defaultTimeoutMs: SETTING_DEFAULTS.jobTimeoutMs,
+  claimCooldownMs: SETTING_DEFAULTS.claimCooldownMs,
+  bufferMs: SETTING_DEFAULTS.bufferMs,
   flushDelayMs: 2,
   flushBatchSize: 1_000,
-  maintenanceIntervalMs: 5_000,
-  retentionMs: (7 * 24 * 3_600_000) as number | null,
+  maintenanceIntervalMs: SETTING_DEFAULTS.maintenanceIntervalMs,
+  retentionMs: SETTING_DEFAULTS.retentionMs as number | null,
   livenessMs: 5_000,
-  networkTimeoutMs: DEFAULT_NETWORK_TIMEOUT_MS,
-  poolSize: 4,
-  pooler: false,
-  schedules: true,
-  scheduleOwner: "default",
+  networkTimeoutMs: SETTING_DEFAULTS.networkTimeoutMs,
+  poolSize: SETTING_DEFAULTS.poolSize,
+  pooler: SETTING_DEFAULTS.pooler,
+  schedules: SETTING_DEFAULTS.schedules,
+  scheduleOwner: SETTING_DEFAULTS.scheduleOwner,
 };
 
 export type ResolvedWorkerOptions = typeof WORKER_DEFAULTS & {
