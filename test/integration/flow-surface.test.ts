@@ -340,11 +340,9 @@ describe("dedup modes", () => {
     await db.pgwake.cancel([afterCancel.job.id]);
   });
 
-  // BUG (reported): `retry` revives a failed or cancelled job without reserving its idempotency
-  // key again (the `active` reservation was released when it finished, and job_history keeps no
-  // key_mode), so a submission with the key while the revived job waits makes a second live job
-  // with the same key. Remove `.fails` once fixed.
-  it.fails("active: a job revived by retry holds its key again (a duplicate while it waits)", async () => {
+  // (`retry` revived a job without reserving its key again: a second live job with the key. Found
+  // by this test, fixed in 943af79.)
+  it("active: a job revived by retry holds its key again (a duplicate while it waits)", async () => {
     const submit = () =>
       lib().enqueue("flow.plain", {}, { idempotencyKey: "act-revived", keyMode: "active" });
     const first = await submit();
