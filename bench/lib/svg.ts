@@ -9,14 +9,21 @@ const COLORS: Record<SystemName, string> = {
   pgboss: "#d97706",
 };
 
-const PANELS: { key: string; title: string; unit: string }[] = [
-  { key: "drain-1p", title: "drain, 1 process", unit: "jobs/s" },
-  { key: "drain-2p", title: "drain, 2 processes", unit: "jobs/s" },
-  { key: "enqueue-single", title: "single enqueue, 16 in flight", unit: "jobs/s" },
-  { key: "enqueue-bulk", title: "bulk enqueue", unit: "jobs/s" },
-  { key: "latency-p50", title: "wake latency p50 (lower is better)", unit: "ms" },
-  { key: "latency-p99", title: "wake latency p99 (lower is better)", unit: "ms" },
-];
+const TITLES: Record<string, string> = {
+  "drain-1p": "drain, 1 process",
+  "drain-2p": "drain, 2 processes",
+  "enqueue-single": "single enqueue, 16 in flight",
+  "enqueue-sql": "SQL enqueue function, 16 connections",
+  "latency-p50": "wake latency p50 (lower is better)",
+  "latency-p99": "wake latency p99 (lower is better)",
+};
+
+/** A panel's title: known keys by name, bulk shapes by their call size. */
+function title(key: string): string {
+  const bulk = /^enqueue-bulk-(\d+)$/.exec(key);
+  if (bulk) return `bulk enqueue, calls of ${Number(bulk[1]).toLocaleString("en-US")}`;
+  return TITLES[key] ?? key;
+}
 
 function escapeXml(text: string): string {
   return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
@@ -30,12 +37,18 @@ export function renderSvg(
   results: readonly Result[],
   info: { mode: string; machine: MachineInfo; startedAt: Date },
 ): string {
-  const panels = PANELS.map((panel) => ({
-    ...panel,
-    rows: results.filter((r) => r.scenario === "peers" && r.compareKey === panel.key),
-  })).filter((p) => p.rows.length > 0);
+  const peers = results.filter(
+    (r) => r.scenario === "peers" && r.compareKey && !r.compareKey.startsWith("latency-p95"),
+  );
+  const keys = [...new Set(peers.map((r) => r.compareKey!))].filter(
+    (k) => k.startsWith("drain") || k.startsWith("enqueue") || k in TITLES,
+  );
+  const panels = keys.map((key) => {
+    const rows = peers.filter((r) => r.compareKey === key);
+    return { key, title: title(key), unit: rows[0]!.unit, rows };
+  });
   const width = 760;
-  const left = 150;
+  const left = 230;
   const barArea = width - left - 110;
   const barHeight = 18;
   const panelGap = 26;
@@ -53,7 +66,7 @@ export function renderSvg(
       const x1 = left + (row.summary.max / scale) * barArea;
       const cy = y + barHeight / 2;
       parts.push(
-        `<text x="${left - 8}" y="${cy + 4}" font-size="12" text-anchor="end">${SYSTEM_LABEL[row.system]}</text>`,
+        `<text x="${left - 8}" y="${cy + 4}" font-size="12" text-anchor="end">${escapeXml(row.variant ? `${SYSTEM_LABEL[row.system]} (${row.variant})` : SYSTEM_LABEL[row.system])}</text>`,
         `<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barHeight}" fill="${COLORS[row.system]}" rx="2"/>`,
         `<line x1="${x0.toFixed(1)}" x2="${x1.toFixed(1)}" y1="${cy}" y2="${cy}" stroke="#111" stroke-width="1.5"/>`,
         `<text x="${(left + Math.max(w, x1 - left) + 6).toFixed(1)}" y="${cy + 4}" font-size="12">${formatNumber(row.summary.median)}</text>`,

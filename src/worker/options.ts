@@ -1,6 +1,5 @@
 import type pg from "pg";
 import type { Registry } from "prom-client";
-import { DEFAULT_NETWORK_TIMEOUT_MS } from "../db/pool.ts";
 import { PgwakeError } from "../errors.ts";
 import type { NewJob } from "../jobs/enqueue.ts";
 import type { Logger } from "../logger.ts";

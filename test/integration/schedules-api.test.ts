@@ -261,7 +261,11 @@ describe("schedule routes over HTTP", () => {
     expect(details.upcoming).toHaveLength(5);
     for (const time of details.upcoming) expect(time).toMatch(/T0[01]:30:00\.000Z$/);
     expect(details.runs).toEqual([]);
-    await expectError(await call("getSchedule", "GET", "/schedules/nope"), 404, "SCHEDULE_NOT_FOUND");
+    await expectError(
+      await call("getSchedule", "GET", "/schedules/nope"),
+      404,
+      "SCHEDULE_NOT_FOUND",
+    );
     await expectError(
       await call("getSchedule", "GET", "/schedules/bad%20name"),
       400,
