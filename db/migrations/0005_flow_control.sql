@@ -416,6 +416,7 @@ DECLARE
   taken integer;
   total integer := 0;
   qturn bigint;
+  at timestamptz;
 BEGIN
   -- FOR KEY SHARE: the reaper's FOR UPDATE waits for this claim, the heartbeat's update of the
   -- lease does not (a claim waiting for the queue's row must not hold up the lease).
@@ -425,13 +426,18 @@ BEGIN
   IF NOT FOUND THEN RETURN; END IF;
   SELECT * INTO qs FROM {{schema}}.queues q WHERE q.name = queue_name FOR UPDATE;
   IF NOT FOUND OR qs.paused OR want <= 0 THEN RETURN; END IF;
+  -- The buckets' clock: read after the queue's row is ours, so claims of this queue see it in
+  -- the order they run. Not now(): a claim whose transaction began before a later claim took
+  -- the row would refill to an older time and write it back, and the next claim would count
+  -- the same time again (more starts than the limit). Never behind the bucket's own clock.
+  at := greatest(clock_timestamp(), qs.tokens_at);
 
   budget := want;
   IF qs.concurrency IS NOT NULL THEN
     budget := least(budget, qs.concurrency - qs.running);
   END IF;
   qtokens := {{schema}}.refill(qs.tokens, qs.tokens_at, qs.rate_limit, qs.rate_period_ms,
-                              qs.rate_burst, now());
+                              qs.rate_burst, at);
   IF qtokens IS NOT NULL THEN
     budget := least(budget, floor(qtokens)::integer);
   END IF;
@@ -457,7 +463,7 @@ BEGIN
         kb := least(kb, qs.key_concurrency - k.running);
       END IF;
       ktokens := {{schema}}.refill(k.tokens, k.tokens_at, qs.key_rate_limit, qs.key_rate_period_ms,
-                                   qs.key_rate_burst, now());
+                                   qs.key_rate_burst, greatest(at, k.tokens_at));
       IF ktokens IS NOT NULL THEN
         kb := least(kb, floor(ktokens)::integer);
       END IF;
@@ -477,7 +483,7 @@ BEGIN
         )
         UPDATE {{schema}}.jobs j
         SET status = 'running', attempts = j.attempts + 1, lease_owner = worker,
-            started_at = now(), updated_at = now(), held_slot = true
+            started_at = at, updated_at = now(), held_slot = true
         WHERE j.id IN (SELECT id FROM picked)
         RETURNING j.*;
         GET DIAGNOSTICS taken = ROW_COUNT;
@@ -486,17 +492,17 @@ BEGIN
       UPDATE {{schema}}.queue_keys c
       SET running = c.running + taken,
           tokens = CASE WHEN ktokens IS NULL THEN NULL ELSE ktokens - taken END,
-          tokens_at = CASE WHEN ktokens IS NULL THEN NULL ELSE now() END,
+          tokens_at = CASE WHEN ktokens IS NULL THEN NULL ELSE greatest(at, c.tokens_at) END,
           served = qturn,
           cursor_priority = coalesce(
             (SELECT j.priority FROM {{schema}}.jobs j
              WHERE j.queue = queue_name AND j.concurrency_key = k.key AND j.status = 'running'
-               AND j.lease_owner = worker AND j.started_at = now()
+               AND j.lease_owner = worker AND j.started_at = at
              ORDER BY j.priority DESC, j.ready_seq DESC LIMIT 1), c.cursor_priority),
           cursor_seq = coalesce(
             (SELECT j.ready_seq FROM {{schema}}.jobs j
              WHERE j.queue = queue_name AND j.concurrency_key = k.key AND j.status = 'running'
-               AND j.lease_owner = worker AND j.started_at = now()
+               AND j.lease_owner = worker AND j.started_at = at
              ORDER BY j.priority DESC, j.ready_seq DESC LIMIT 1), c.cursor_seq)
       WHERE c.queue = queue_name AND c.key = k.key;
       budget := budget - taken;
@@ -517,7 +523,7 @@ BEGIN
     )
     UPDATE {{schema}}.jobs j
     SET status = 'running', attempts = j.attempts + 1, lease_owner = worker,
-        started_at = now(), updated_at = now(), held_slot = true
+        started_at = at, updated_at = now(), held_slot = true
     WHERE j.id IN (SELECT id FROM picked)
     RETURNING j.*;
     GET DIAGNOSTICS total = ROW_COUNT;
@@ -526,7 +532,7 @@ BEGIN
   UPDATE {{schema}}.queues q
   SET running = q.running + total,
       tokens = CASE WHEN qtokens IS NULL THEN NULL ELSE qtokens - total END,
-      tokens_at = CASE WHEN qtokens IS NULL THEN NULL ELSE now() END,
+      tokens_at = CASE WHEN qtokens IS NULL THEN NULL ELSE at END,
       turn = qturn
   WHERE q.name = queue_name;
 END

@@ -40,11 +40,12 @@ export class Batcher<T> {
   }
 
   /**
-   * Drops everything not written and stops: a retry waiting for its backoff gives up, nothing is
-   * written any more. Returns how many items were dropped.
+   * Drops everything not written: a retry waiting for its backoff gives up. With `close`, it also
+   * stops for good (nothing added later is written): for a shutdown, not for a worker that starts
+   * over and goes on writing. Returns how many items were dropped.
    */
-  clear(): number {
-    this.closed = true;
+  clear(options: { close: boolean }): number {
+    if (options.close) this.closed = true;
     const dropped = this.queue.length;
     this.queue = [];
     if (this.timer) clearTimeout(this.timer);

@@ -23,6 +23,10 @@ interface RunningJob {
   abandoned: boolean;
   /** The run's span, in the trace of the submission (OpenTelemetry). */
   span: Span;
+  /** When the handler's time limit ends (performance.now() clock). */
+  deadline: number;
+  /** Settles when the handler's promise has settled, whatever the job became meanwhile. */
+  returned: Promise<void>;
 }
 
 export interface JobRunnerOptions {
@@ -50,6 +54,8 @@ export class JobRunner {
   private readonly perQueue = new Map<string, number>();
   private readonly options: JobRunnerOptions;
   private readonly idleWaiters = new Set<() => void>();
+  /** Jobs taken from handlers that have not returned yet. */
+  private readonly lingering = new Map<number, RunningJob>();
 
   constructor(options: JobRunnerOptions) {
     this.options = options;
@@ -114,9 +120,12 @@ export class JobRunner {
       startedAt: performance.now(),
       abandoned: false,
       span: runSpan(job, parent, this.options.workerId()),
+      deadline: 0,
+      returned: Promise.resolve(),
     };
     this.enter(entry);
     const timeoutMs = job.timeoutMs ?? task.timeoutMs ?? this.options.defaultTimeoutMs;
+    entry.deadline = entry.startedAt + timeoutMs;
     entry.timer = setTimeout(() => {
       const error = new PgwakeError("JOB_TIMEOUT", `job timed out after ${timeoutMs} ms`);
       entry.controller.abort(error);
@@ -158,10 +167,39 @@ export class JobRunner {
           : error,
       );
     }
-    outcome.then(
+    entry.returned = outcome.then(
       (result) => this.settle(entry, { ok: true, result }),
       (error: unknown) => this.settle(entry, { ok: false, error }),
     );
+    void entry.returned.finally(() => {
+      if (this.lingering.get(job.id) === entry) this.lingering.delete(job.id);
+    });
+  }
+
+  /**
+   * Resolves once a job taken from its handler (`abandon`) is no longer run by it here: when the
+   * handler returned, or when its time limit ended (a handler that ignores its signal past its
+   * timeout is treated as a timed-out one is: its job may run again). At once for a job not
+   * taken from a running handler.
+   */
+  /** Whether a job taken from its handler still runs in it (see `whenReturned`). */
+  isLingering(id: number): boolean {
+    const entry = this.lingering.get(id);
+    return entry !== undefined && entry.deadline > performance.now();
+  }
+
+  whenReturned(id: number): Promise<void> {
+    const entry = this.lingering.get(id);
+    if (!entry) return Promise.resolve();
+    const left = entry.deadline - performance.now();
+    if (left <= 0) return Promise.resolve();
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      entry.returned,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, left);
+      }),
+    ]).finally(() => clearTimeout(timer));
   }
 
   /**
@@ -174,6 +212,7 @@ export class JobRunner {
     clearTimeout(entry.timer);
     this.leave(entry);
     entry.abandoned = true;
+    this.lingering.set(id, entry);
     this.abort(entry, reason);
     failSpan(entry.span, reason);
     entry.span.end();

@@ -116,9 +116,13 @@ export class OutcomeWriter {
     await this.outcomes.flush();
   }
 
-  /** Gives up on what is not written: the leases of those jobs expire and they run again. */
-  drop(): number {
-    return this.outcomes.clear() + this.logs.clear();
+  /**
+   * Gives up on what is not written: the leases of those jobs expire and they run again. With
+   * `close` (a shutdown) nothing is written any more; without, outcomes added later still are (a
+   * worker that was reaped drops the outcomes of jobs it no longer holds and goes on).
+   */
+  drop(options: { close: boolean }): number {
+    return this.outcomes.clear(options) + this.logs.clear(options);
   }
 
   private async write(items: Pending[]): Promise<void> {

@@ -112,6 +112,8 @@ export class Worker {
   private countsTimer: NodeJS.Timeout | undefined;
   /** Jobs stopped by a fence, to hand back once the lease is renewed. */
   private fencedJobs: Job[] = [];
+  /** Jobs stopped by a fence whose handlers still run: handed back once they return. */
+  private readonly awaitingReturn = new Map<number, Job>();
   private state: WorkerState = "idle";
   private readonly taskLimits: Map<string, QueueLimits>;
   private readonly declaredSchedules: readonly ScheduleSpec[] | undefined;
@@ -707,7 +709,8 @@ export class Worker {
     if (reaped) {
       this.currentId = newWorkerId();
       this.logger = this.baseLogger.child({ workerId: this.currentId });
-      this.writer.drop(); // outcomes of jobs we no longer hold would be refused anyway
+      // Outcomes of jobs we no longer hold would be refused anyway; later ones are written.
+      this.writer.drop({ close: false });
       try {
         await this.lease.reregister();
       } catch (error) {
@@ -716,8 +719,23 @@ export class Worker {
       }
       this.logger.warn("started over under a new id");
     } else if (jobs.length > 0) {
-      // Still ours: hand them back untouched so others can run them now.
-      await this.handBack(jobs, "the worker lost its database connection while holding the job");
+      // Still ours: hand them back untouched so others can run them. A job whose handler has
+      // not returned from its signal yet stays running under our lease, holding its slot, until
+      // it returns (or runs out its time limit): it must not run beside its next attempt.
+      const reason = "the worker lost its database connection while holding the job";
+      const lingering = jobs.filter((job) => this.runner.isLingering(job.id));
+      for (const job of lingering) {
+        this.awaitingReturn.set(job.id, job);
+        this.track(
+          this.runner.whenReturned(job.id).then(async () => {
+            if (this.awaitingReturn.delete(job.id)) await this.handBack([job], reason);
+          }),
+        );
+      }
+      await this.handBack(
+        jobs.filter((job) => !lingering.includes(job)),
+        reason,
+      );
     }
     if (this.state !== "running") return;
     if (this.listener?.connected && !this.opts.queues) this.wakeup?.put("*");
@@ -836,11 +854,14 @@ export class Worker {
       const stopped = this.runner.abandonAll(new PgwakeError("SHUTDOWN", "worker shut down"));
       await within(this.handBack(stopped, "worker shut down before the job finished"), left());
     }
-    const fenced = this.fencedJobs.splice(0);
+    // Jobs stopped by a fence go back now, also those whose handlers still run (shutting down,
+    // this process no longer waits for them).
+    const fenced = [...this.fencedJobs.splice(0), ...this.awaitingReturn.values()];
+    this.awaitingReturn.clear();
     await within(this.handBack(fenced, "worker shut down"), left());
 
     const flushed = await within(this.writer.flush(), left());
-    const unwritten = flushed ? 0 : this.writer.drop();
+    const unwritten = flushed ? 0 : this.writer.drop({ close: true });
     if (unwritten > 0) {
       this.logger.warn(
         { outcomes: unwritten },
@@ -849,7 +870,8 @@ export class Worker {
     }
     await within(this.flushCounts(), left());
     await this.maintenance?.stop(left());
-    await this.lease.stop();
+    // A heartbeat in flight on a silent network ends at its statement timeout: not waited for.
+    await within(this.lease.stop(), left());
     await within(Promise.allSettled([...this.background]), left());
     const removed = await within(
       removeWorker(this.pool, this.sql, this.currentId, unwritten > 0).then(

@@ -320,9 +320,14 @@ async function runCases(CASES: Case[], scenario: string): Promise<void> {
       w
         .logs()
         .filter((l) => l.level >= 50 || /started over/.test(l.msg))
-        .map((l) => `${w.pid}: ${l.msg}`),
+        .map((l) => `${w.pid} ${String(l.workerId ?? "")}: ${l.msg}`),
     );
-    throw new Error(`${error.message}: ${JSON.stringify(stuck)}; ${JSON.stringify(said)}`);
+    const fleet = await db.query(
+      "SELECT id, reaped_at, lease_expires_at, now() AS now FROM {{schema}}.workers",
+    );
+    throw new Error(
+      `${error.message}: ${JSON.stringify(stuck)}; ${JSON.stringify(said)}; workers: ${JSON.stringify(fleet)}`,
+    );
   });
   const [flow] = await db.query<{ during: number; maxLatencyMs: number; duplicates: number }>(
     `SELECT count(*) FILTER (WHERE finished_at BETWEEN $2 AND $3)::int AS during,

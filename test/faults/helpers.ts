@@ -143,7 +143,7 @@ export function spawnPgwake(options: {
       "--log-format",
       "json",
       "--log-level",
-      "warn",
+      process.env.PGWAKE_FAULTS_LOG_LEVEL ?? "warn",
       ...(options.args ?? []),
     ],
     { DATABASE_URL: options.url, PGWAKE_SCHEMA: options.schema, ...options.env },

@@ -162,16 +162,16 @@ describe("pgwake queues keys", () => {
 });
 
 describe("reading a queue nobody knows", () => {
-  // BUG (reported): `pgwake queues limits <name>` (no flag) and `pgwake queues keys <name>` print
-  // "no limits" / "no concurrency keys" and exit 0 for a misspelt queue, where the HTTP API
-  // answers 404 QUEUE_NOT_FOUND (GET /queues/:name/limits, GET /queues/:name/keys) and setting
-  // limits exits 1. Remove `.fails` once fixed.
-  it.fails("exits 1, as setting does and as the HTTP API answers 404", async () => {
+  // `pgwake queues limits <name>` (no flag) and `pgwake queues keys <name>` printed "no limits" /
+  // "no concurrency keys" and exited 0 for a misspelt queue, where the HTTP API answers 404
+  // QUEUE_NOT_FOUND and setting limits exits 1. Found by this test.
+  it("exits 1, as setting does and as the HTTP API answers 404", async () => {
     const [limits, keys] = await Promise.all([
       run(["queues", "limits", "emials"]),
       run(["queues", "keys", "emials"]),
     ]);
     expect(limits.code, limits.out).toBe(1);
     expect(keys.code, keys.out).toBe(1);
+    expect(limits.err).toMatch(/no queue "emials" is known/);
   });
 });

@@ -480,11 +480,9 @@ describe("a rate limit of 100/s across 4 processes", () => {
     measuredBucket = bucket;
   });
 
-  // Fails while the bug of flow-locks.test.ts ("a rate-limited claim that waited for the queue's
-  // row behind a later one") stands: a claim that waited for the queue's row moves the bucket's
-  // clock back and the next claim counts the same time again. Under contention the fleet then
-  // starts more than the limit (1,250 in 10 s at 100/s, 140 in one second, in one run). Not
-  // marked `.fails`: how much it shows depends on the contention of the run.
+  // Failed under contention while claims moved the bucket's clock back (flow-locks.test.ts, "a
+  // rate-limited claim that waited for the queue's row behind a later one"): 1,250 starts in
+  // 10 s at 100/s, 140 in one second, in one run; 107 in the first second in another.
   it("starts no more than its share in any second", () => {
     expect(measured, "the measurement above ran").toBeDefined();
     const { claims, starts } = measured!;
@@ -504,7 +502,7 @@ describe("a rate limit of 100/s across 4 processes", () => {
     }
   });
 
-  // The issue's figure is 1,000 ± 5%. Above 1,050 is the limit broken (the bug above): asserted.
+  // The issue's figure is 1,000 ± 5%. Above 1,050 is the limit broken: asserted.
   // Below 950 is starts lost to late claims: a bucket holds 50 ms of starts, and on this shared
   // 2-core box, with a load average above 15, four worker processes starve for longer than that
   // (736, 818 and 384 in such runs; 1,017 in a quieter one). That is a speed, which tests here do

@@ -311,12 +311,11 @@ describe("a rate-limited claim that waited for the queue's row behind a later on
     expect(state!.takenFirst).toBe(1);
   });
 
-  // ENGINE BUG (reported): claim_limited refills the bucket up to now() (its transaction's start)
-  // and writes now() back as tokens_at, so the older claim moves tokens_at back by 1.5 s and the
-  // next claim is handed a token that was already spent. Under contention (claims queueing for
-  // the queue's row) this is what makes the fleet start more than the limit. Remove `.fails`
-  // once fixed.
-  it.fails("never moves the bucket's clock back, and mints no token", () => {
+  // claim_limited refilled the bucket up to now() (its transaction's start) and wrote now() back
+  // as tokens_at, so the older claim moved tokens_at back by 1.5 s and the next claim was handed
+  // a token already spent; under contention the fleet started more than the limit. Found by
+  // this test; the buckets' clock is now read after the queue's row is locked.
+  it("never moves the bucket's clock back, and mints no token", () => {
     expect(state).toBeDefined();
     expect(state!.tokensAtAfter.getTime()).toBeGreaterThanOrEqual(state!.tokensAtBefore.getTime());
     if (state!.nextWithinPeriod) expect(state!.takenNext).toBe(0);
@@ -365,6 +364,13 @@ describe("a worker fenced while a handler does not stop on its signal", () => {
         message: "a second run or 3 s",
       });
       handedBackWhileRunning = runs.length >= 2 && runs[0]!.ended === undefined;
+      // Once the first run returns, the job goes back and runs again (not at its lease's end:
+      // the worker is alive and renewing).
+      stuck.resolve();
+      await waitFor(() => runs.length >= 2 && runs[1]!.ended !== undefined, {
+        timeoutMs: 10_000,
+        message: "the job handed back once its handler returned, and run again",
+      });
       console.log(
         `fenced with a handler that ignores its signal: job ${job.id} runs ${JSON.stringify(runs)}; run again while the first still ran: ${handedBackWhileRunning}`,
       );
@@ -377,13 +383,12 @@ describe("a worker fenced while a handler does not stop on its signal", () => {
     expect(handedBackWhileRunning).toBeDefined();
   });
 
-  // ENGINE BUG (reported): after a fence, a worker whose lease was renewed in time hands its jobs
-  // back at once (Worker.unfence → returnJobs), whether or not their handlers returned: the job
-  // runs again (here in another worker) while the first run still goes, and its slot is free,
-  // so a key limit of 1 runs 2. Seen in the fleet test under load (a replacement worker starved
-  // past its fence, the same job's attempt 1 running twice on one worker). Remove `.fails` once
-  // fixed.
-  it.fails("runs the job again only after its first run returned", () => {
+  // After a fence, a worker whose lease was renewed in time handed its jobs back at once
+  // (Worker.unfence → returnJobs), whether or not their handlers had returned: the job ran again
+  // (here in another worker) while the first run still went, and its slot was free, so a key
+  // limit of 1 ran 2. Seen in the fleet test under load. Found by this test; a job now goes back
+  // once its handler returned (or ran out its time limit).
+  it("runs the job again only after its first run returned", () => {
     expect(handedBackWhileRunning).toBe(false);
   });
 });

@@ -47,7 +47,8 @@ async function requireKnown(
   ctx: CommandContext,
   opened: Awaited<ReturnType<typeof openForCommand>>,
   name: string,
-  doing: string,
+  /** What the command would do to it (the hint to add --create); none when it only reads. */
+  doing?: string,
 ): Promise<void> {
   const { pgwake, database } = opened;
   if (name === DEFAULT_QUEUE || ctx.parsed.extra.create) return;
@@ -55,9 +56,8 @@ async function requireKnown(
   const known = await withDatabase(database, () => pgwake.queueStats());
   if (known.some((q) => q.name === name)) return;
   const names = known.map((queue) => queue.name).join(", ") || "none yet";
-  throw new CommandError(
-    `no queue "${name}" is known (known: ${names}); to ${doing} before its first job, add --create`,
-  );
+  const hint = doing ? `; to ${doing} before its first job, add --create` : "";
+  throw new CommandError(`no queue "${name}" is known (known: ${names})${hint}`);
 }
 
 async function setPaused(ctx: CommandContext, paused: boolean): Promise<number> {
@@ -105,7 +105,9 @@ export async function queuesLimits(ctx: CommandContext): Promise<number> {
   const limits = setting.length > 0 ? parseLimits(extra) : undefined;
   const opened = await openForCommand(ctx);
   const { pgwake, database } = opened;
-  if (limits || extra.clear) await requireKnown(ctx, opened, name, "limit it");
+  // Reading a queue nobody knows is an error too, as the HTTP API's 404: a misspelt name must
+  // not read as "no limits".
+  await requireKnown(ctx, opened, name, limits || extra.clear ? "limit it" : undefined);
   const flow = await withDatabase(database, async () => {
     if (limits) return pgwake.setQueueLimits(name, limits);
     if (extra.clear) return pgwake.clearQueueLimits(name);
@@ -160,7 +162,9 @@ export async function queuesKeys(ctx: CommandContext): Promise<number> {
   const name = queueName(ctx);
   const limit = ctx.parsed.extra.limit === undefined ? 20 : count("limit", ctx.parsed.extra.limit);
   if (limit > 1_000) throw new UsageError("--limit: at most 1000");
-  const { pgwake, database } = await openForCommand(ctx);
+  const opened = await openForCommand(ctx);
+  const { pgwake, database } = opened;
+  await requireKnown(ctx, opened, name);
   const keys = await withDatabase(database, () => pgwake.queueKeys(name, { limit }));
   if (ctx.parsed.extra.json) {
     ctx.print(`${JSON.stringify({ keys }, null, 2)}\n`);
