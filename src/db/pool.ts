@@ -125,6 +125,11 @@ export function createPool(
     idleTimeoutMillis: 30_000,
   });
   pool.on("error", (error) => onError?.(error));
+  // The pool listens to its idle clients only. A client it is ending (`pool.end()`, an idle
+  // timeout) listens to nobody while its Terminate is on the way, and a server shutting down
+  // at that moment (57P01) would end the process with an unhandled 'error'. A query in flight
+  // fails with the error anyway; this listener only keeps the process alive.
+  pool.on("connect", (client) => client.on("error", () => {}));
   return pool;
 }
 
