@@ -201,14 +201,25 @@ test("(c) a worker killed while waiting does not swallow the next wake-up", asyn
   for (let k = 0; k < KILLS; k++) {
     await Promise.all(workers.map((w) => waiting(w.pid)));
     // Kill the worker whose token is the oldest: the one a wake-up would spend first.
-    const [oldest] = await db.query<{ pid: number }>(
-      `SELECT w.pid FROM {{schema}}.waiters x JOIN {{schema}}.workers w ON w.id = x.worker_id
+    const [oldest] = await db.query<{ pid: number; listener: number }>(
+      `SELECT w.pid, x.listener_pid AS listener
+       FROM {{schema}}.waiters x JOIN {{schema}}.workers w ON w.id = x.worker_id
        ORDER BY x.since LIMIT 1`,
     );
     const victim = workers.find((w) => w.pid === oldest!.pid)!;
     const survivor = workers.find((w) => w !== victim)!;
     victim.child.kill("SIGKILL");
     await victim.exited;
+    // A token is known dead once its listener's backend is gone (wake() checks for it). Between
+    // the process's death and that backend's exit (a few ms: it reads EOF and ends) a wake-up
+    // addressed to it is lost, and the job waits for the poll; measured from here, the test
+    // checks that nothing else swallows it (a token left behind, a listener still registered).
+    await waitFor(
+      async () =>
+        (await db.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [oldest!.listener]))
+          .length === 0,
+      { timeoutMs: 5_000, intervalMs: 5, message: "the killed worker's listener backend to end" },
+    );
     const submitted = Date.now();
     const { job } = await db.pgwake.enqueue("faults.a", {});
     const s = await started(job.id, 10_000);
