@@ -72,6 +72,19 @@ CREATE INDEX jobs_key_ready_idx ON {{schema}}.jobs (queue, concurrency_key, prio
 CREATE INDEX jobs_held_idx ON {{schema}}.jobs (queue, concurrency_key)
   WHERE status = 'running' AND held_slot;
 
+-- A running job that was cancelled holds its slot until its worker says the handler returned
+-- (release_slot_holds), or the worker leaves or is reaped: the next job of its key must not start
+-- beside a handler that has not stopped yet.
+CREATE TABLE {{schema}}.slot_holds (
+  id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  job_id          bigint NOT NULL,
+  queue           text NOT NULL,
+  concurrency_key text,
+  worker_id       text NOT NULL,
+  since           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX slot_holds_worker_idx ON {{schema}}.slot_holds (worker_id);
+
 ALTER TABLE {{schema}}.schedules DROP CONSTRAINT schedules_concurrency_key_reserved;
 
 -- ---- every job, with its key ---------------------------------------------------------------
@@ -489,6 +502,8 @@ BEGIN
         GET DIAGNOSTICS taken = ROW_COUNT;
       END IF;
       qturn := qturn + 1;
+      -- The key's cursor: the last job this claim took, read through the index of held jobs
+      -- (`held_slot` in the condition: without it every claim read the whole table per key).
       UPDATE {{schema}}.queue_keys c
       SET running = c.running + taken,
           tokens = CASE WHEN ktokens IS NULL THEN NULL ELSE ktokens - taken END,
@@ -497,12 +512,12 @@ BEGIN
           cursor_priority = coalesce(
             (SELECT j.priority FROM {{schema}}.jobs j
              WHERE j.queue = queue_name AND j.concurrency_key = k.key AND j.status = 'running'
-               AND j.lease_owner = worker AND j.started_at = at
+               AND j.held_slot AND j.lease_owner = worker AND j.started_at = at
              ORDER BY j.priority DESC, j.ready_seq DESC LIMIT 1), c.cursor_priority),
           cursor_seq = coalesce(
             (SELECT j.ready_seq FROM {{schema}}.jobs j
              WHERE j.queue = queue_name AND j.concurrency_key = k.key AND j.status = 'running'
-               AND j.lease_owner = worker AND j.started_at = at
+               AND j.held_slot AND j.lease_owner = worker AND j.started_at = at
              ORDER BY j.priority DESC, j.ready_seq DESC LIMIT 1), c.cursor_seq)
       WHERE c.queue = queue_name AND c.key = k.key;
       budget := budget - taken;
@@ -550,18 +565,27 @@ DECLARE
   n integer;
 BEGIN
   PERFORM 1 FROM {{schema}}.queues q WHERE q.name = queue_name FOR UPDATE;
+  -- Holds of cancelled jobs count while their worker has a row (its reaper or its own exit
+  -- releases them); a hold whose worker is gone is released here.
+  DELETE FROM {{schema}}.slot_holds h
+  WHERE h.queue = queue_name
+    AND NOT EXISTS (SELECT 1 FROM {{schema}}.workers w WHERE w.id = h.worker_id);
   UPDATE {{schema}}.queues q
   SET running = (SELECT count(*) FROM {{schema}}.jobs j
                  WHERE j.queue = queue_name AND j.status = 'running' AND j.held_slot)
+              + (SELECT count(*) FROM {{schema}}.slot_holds h WHERE h.queue = queue_name)
   WHERE q.name = queue_name
     AND q.running <> (SELECT count(*) FROM {{schema}}.jobs j
-                      WHERE j.queue = queue_name AND j.status = 'running' AND j.held_slot);
+                      WHERE j.queue = queue_name AND j.status = 'running' AND j.held_slot)
+                   + (SELECT count(*) FROM {{schema}}.slot_holds h WHERE h.queue = queue_name);
   GET DIAGNOSTICS n = ROW_COUNT;
   fixed := fixed + n;
   WITH counted AS (
-    SELECT c.key, (SELECT count(*) FROM {{schema}}.jobs j
-                   WHERE j.queue = queue_name AND j.concurrency_key = c.key
-                     AND j.status = 'running' AND j.held_slot)::integer AS n
+    SELECT c.key, ((SELECT count(*) FROM {{schema}}.jobs j
+                    WHERE j.queue = queue_name AND j.concurrency_key = c.key
+                      AND j.status = 'running' AND j.held_slot)
+                 + (SELECT count(*) FROM {{schema}}.slot_holds h
+                    WHERE h.queue = queue_name AND h.concurrency_key = c.key))::integer AS n
     FROM {{schema}}.queue_keys c WHERE c.queue = queue_name
     ORDER BY c.key
     FOR UPDATE OF c SKIP LOCKED

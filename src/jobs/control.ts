@@ -12,7 +12,8 @@ import { type Job, type JobRow, type JobStatus, toJob } from "./types.ts";
 
 // A job not yet finished is cancelled outright: it moves to history as `cancelled`. A running
 // job's worker is told at once on the control channel and aborts the handler's signal; its late
-// outcome is refused by the state guard (the row is gone from `jobs`).
+// outcome is refused by the state guard (the row is gone from `jobs`). Under a limit, the running
+// job's slot stays taken (a row of `slot_holds`) until the worker says its handler returned.
 const CANCEL_JOBS = statement(
   "cancel_jobs",
   `WITH target AS (
@@ -23,7 +24,12 @@ const CANCEL_JOBS = statement(
                NULL::jsonb AS outcome_error
    ), slot AS MATERIALIZED (${CURRENT_SLOT}),
    moved AS (${moveToHistory("gone", "slot", true)}),
-   ${releaseSlots("(SELECT * FROM gone WHERE was = 'running')")},
+   -- A running job's slot is held until its worker says the handler returned (releaseHolds).
+   held AS (
+     INSERT INTO {{schema}}.slot_holds (job_id, queue, concurrency_key, worker_id)
+     SELECT g.id, g.queue, g.concurrency_key, g.lease_owner FROM gone g
+     WHERE g.was = 'running' AND g.held_slot AND g.lease_owner IS NOT NULL
+   ),
    ${releaseJobKeys("gone")},
    events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
@@ -50,6 +56,39 @@ export interface CancelledJob {
   job: Job;
   /** The status the job had when it was cancelled. */
   was: JobStatus;
+}
+
+// The slots a worker's cancelled jobs held, given back once their handlers returned; waiting
+// workers of those queues are woken.
+const RELEASE_HOLDS = statement(
+  "release_slot_holds",
+  `WITH gone AS MATERIALIZED (
+     DELETE FROM {{schema}}.slot_holds h
+     WHERE h.job_id = ANY ($1::bigint[]) AND h.worker_id = $2
+     RETURNING h.queue, h.concurrency_key, true AS held_slot
+   ), ${releaseSlots("gone")},
+   woken AS (
+     SELECT {{schema}}.wake_queues(array_agg(DISTINCT queue)) FROM gone
+   )
+   SELECT ARRAY(SELECT DISTINCT queue FROM gone) AS queues FROM woken`,
+);
+
+/**
+ * Gives back the slots that `workerId`'s cancelled jobs `ids` held (their handlers returned);
+ * returns the queues that got slots back.
+ */
+export async function releaseHolds(
+  db: Queryable,
+  sql: SchemaSql,
+  workerId: string,
+  ids: readonly number[],
+): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query<{ queues: string[] }>({
+    ...sql.bind(RELEASE_HOLDS),
+    values: [ids, workerId],
+  });
+  return rows[0]?.queues ?? [];
 }
 
 /** Cancels jobs that have not finished; returns those it cancelled. */

@@ -1,5 +1,6 @@
 import { type SchemaSql, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
+import { releaseSlots } from "./history.ts";
 
 /** What the fleet knows of a worker process (the `workers` row). */
 export interface WorkerInfo {
@@ -102,10 +103,17 @@ const REMOVE_WORKER = statement(
   "remove_worker",
   `WITH tokens AS (
      DELETE FROM {{schema}}.waiters WHERE worker_id = $1
+   ), holds AS MATERIALIZED (
+     -- Slots its cancelled jobs held: its handlers end with it.
+     DELETE FROM {{schema}}.slot_holds h WHERE h.worker_id = $1
+     RETURNING h.queue, h.concurrency_key, true AS held_slot
+   ), ${releaseSlots("holds")},
+   woken AS (
+     SELECT {{schema}}.wake_queues(array_agg(DISTINCT queue)) FROM holds
    ), expired AS (
      UPDATE {{schema}}.workers SET lease_expires_at = now() WHERE id = $1 AND $2
    )
-   DELETE FROM {{schema}}.workers WHERE id = $1 AND NOT $2`,
+   DELETE FROM {{schema}}.workers WHERE id = $1 AND NOT $2 AND EXISTS (SELECT 1 FROM woken)`,
 );
 
 /** Takes a stopping worker out of the fleet; `holdsJobs` leaves them to the reaper at once. */

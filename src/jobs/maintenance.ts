@@ -77,7 +77,15 @@ const REAP_JOBS = statement(
                  AS outcome_error
    ), slot AS MATERIALIZED (${CURRENT_SLOT}),
    moved AS (${moveToHistory("failed", "slot")}),
-   ${releaseSlots("victims")},
+   -- The slots their cancelled jobs still held (handlers that had not returned) go too.
+   holds AS MATERIALIZED (
+     DELETE FROM {{schema}}.slot_holds h WHERE h.worker_id IN (SELECT id FROM gone)
+     RETURNING h.queue, h.concurrency_key, true AS held_slot
+   ),
+   ${releaseSlots(
+     `(SELECT queue, concurrency_key, held_slot FROM victims
+       UNION ALL SELECT queue, concurrency_key, held_slot FROM holds)`,
+   )},
    ${releaseJobKeys("failed")},
    events AS (
      INSERT INTO {{schema}}.job_events (job_id, kind, attempt, worker_id, message, data, slot)
@@ -93,7 +101,8 @@ const REAP_JOBS = statement(
    ), removed AS (
      DELETE FROM {{schema}}.workers w WHERE w.id IN (SELECT id FROM gone)
    ), woken AS (
-     SELECT {{schema}}.wake_queues(array_agg(DISTINCT queue)) FROM retried
+     SELECT {{schema}}.wake_queues(array_agg(DISTINCT queue))
+     FROM (SELECT queue FROM retried UNION ALL SELECT queue FROM holds) q
    ), counted AS (
      SELECT {{schema}}.count_minute(c.queue, failed => c.failed, retried => c.retried)
      FROM (SELECT queue, count(*) FILTER (WHERE final) AS failed,

@@ -6,6 +6,7 @@ import { createPool, SocketTracker } from "../db/pool.ts";
 import { SchemaSql, statement } from "../db/sql.ts";
 import { PgwakeError } from "../errors.ts";
 import type { ClaimedJob } from "../jobs/claim.ts";
+import { releaseHolds } from "../jobs/control.ts";
 import { DEFAULT_QUEUE, type NewJob } from "../jobs/enqueue.ts";
 import { checkQueueLimits, type QueueLimits, setQueueLimits } from "../jobs/flowControl.ts";
 import { removeWorker, type WorkerInfo } from "../jobs/heartbeat.ts";
@@ -688,6 +689,26 @@ export class Worker {
       this.runner.abandon(
         id,
         new PgwakeError("CANCELLED", `job ${id} was cancelled or its lease was lost`),
+      );
+    }
+    // A cancelled job's slot stays taken until its handler returned: give it back then (a job
+    // lost to the reaper holds none, and the statement finds nothing).
+    const lingering = ids.filter((id) => this.runner.isLingering(id));
+    this.track(this.releaseHolds(ids.filter((id) => !lingering.includes(id))));
+    for (const id of lingering) {
+      this.track(this.runner.whenReturned(id).then(() => this.releaseHolds([id])));
+    }
+  }
+
+  private async releaseHolds(ids: number[]): Promise<void> {
+    if (ids.length === 0) return;
+    try {
+      const queues = await releaseHolds(this.pool, this.sql, this.currentId, ids);
+      for (const queue of queues) this.schedulers.get(queue)?.request();
+    } catch (error) {
+      this.logger.warn(
+        { err: error, jobs: ids },
+        "could not give back the slots of cancelled jobs: they are given back when this worker stops or is reaped",
       );
     }
   }
