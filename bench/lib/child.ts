@@ -43,6 +43,9 @@ export class BenchChild {
   private onMessage(message: ChildMessage): void {
     if (message.type === "progress") this.handled = message.handled;
     if (message.type === "stopped") this.handled = message.handled;
+    // "prepare" starts the child's count from 0 again: so does ours (a restarted worker's
+    // progress would otherwise be read against the previous run's count).
+    if (message.type === "prepared") this.handled = 0;
     if (message.type === "error") this.fail(new Error(`worker process: ${message.text}`));
     if (message.type === "log") process.stderr.write(`\n[${this.config.system}] ${message.text}\n`);
     const index = this.waiters.findIndex((w) => w.type === message.type);

@@ -116,6 +116,19 @@ export class WalMeter {
     to: string,
     target: { db: number; nodes: number[] },
   ): Promise<WalUsage> {
+    // pg_walinspect reads only flushed WAL ("cannot accept future end LSN"): the insert position
+    // read at the end may be ahead of the flush for a moment (the WAL writer flushes every
+    // wal_writer_delay). Wait for it.
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const { rows: flushed } = await this.pool.query<{ ok: boolean }>(
+        "SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn AS ok",
+        [to],
+      );
+      if (flushed[0]!.ok) break;
+      if (Date.now() > deadline) throw new Error(`WAL up to ${to} not flushed after 5 s`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     const { rows } = await this.pool.query<{
       rm: string;
       records: number;
