@@ -60,10 +60,14 @@ const CHECK_SLOTS = (q: string) => `
          count(*)::integer AS checked
   FROM (SELECT slot, finished_at FROM ${q}.job_history TABLESAMPLE SYSTEM (1) LIMIT 2000) h`;
 
-// What the workers would have counted as the jobs finished (queue_minutes), and the queues.
+// What the workers would have counted as the jobs finished (queue_minutes), and the queues,
+// as a running fleet's maintenance leaves them: minutes older than the last full hour folded into
+// one row per hour (compactMinuteCounts, every 10 minutes), the recent ones per minute.
 const FILL_MINUTES = (q: string) => `
   INSERT INTO ${q}.queue_minutes (queue, minute, completed, failed, cancelled, run_ms, wait_ms)
-  SELECT queue, date_trunc('minute', finished_at),
+  SELECT queue,
+         CASE WHEN finished_at < date_trunc('hour', now()) - interval '1 hour'
+              THEN date_trunc('hour', finished_at) ELSE date_trunc('minute', finished_at) END,
          count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'),
          count(*) FILTER (WHERE status = 'cancelled'), 30 * count(*), 10 * count(*)
   FROM ${q}.job_history GROUP BY 1, 2`;
