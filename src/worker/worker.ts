@@ -597,6 +597,8 @@ export class Worker {
   private onWritten(
     written: Parameters<ConstructorParameters<typeof OutcomeWriter>[0]["onWritten"]>[0],
   ): void {
+    // Claims wait while outcomes pile up beyond a batch (room()): written, they make room.
+    for (const s of this.schedulers.values()) s.roomAvailable();
     // A limited queue's slots were released with these outcomes: claim its next jobs now.
     const released = new Set<string>();
     for (const { job } of written.completed) released.add(job.queue);
