@@ -1,7 +1,8 @@
 /**
  * The wake-up: how a job submitted to an idle fleet starts within milliseconds without costing
  * submitters a NOTIFY each. Everything it does, in one place (the SQL half is in
- * db/migrations/0003_engine.sql, under "wake-up").
+ * db/migrations/0003_engine.sql, under "wake-up", with `wake()` and the insert trigger's function
+ * as 0005_flow_control.sql last replaced them).
  *
  * Why not one NOTIFY per insert: a transaction that notifies takes a cluster-wide lock at commit
  * (PostgreSQL `PreCommit_Notify`) and holds it through its WAL flush, so notifying commits run
@@ -13,11 +14,12 @@
  *    the database that hold an xid (`raise_waiting`). A worker that serves every queue also holds
  *    a `*` token for queues it has not met yet.
  * 2. **Submit.** The insert trigger's WHEN clause reads the flag: while nobody waits, a
- *    submission pays one sequence read. Otherwise the trigger notes per queue the ready tasks,
- *    their count and the earliest time of jobs due later, and at commit (a deferred trigger)
- *    `wake()` deletes up to that many tokens of live workers whose tasks match — taken in one
- *    global order and waited for, so a submitter that rolls back leaves the token to the next —
- *    and notifies exactly those workers (`{"q","w","t"}`). Jobs due later notify the queue's
+ *    submission pays one sequence read. Otherwise the trigger notes, for each queue someone waits
+ *    for (a token of that queue or a `*` token that does not exclude it), the ready tasks, their
+ *    count and the earliest time of jobs due later, and at commit (a deferred trigger) `wake()`
+ *    deletes up to that many tokens of live workers whose tasks match — taken in one global
+ *    order and waited for, so a submitter that rolls back leaves the token to the next — and
+ *    notifies exactly those workers (`{"q","w","t"}`). Jobs due later notify the queue's
  *    waiting workers of when (`{"q","at"}`), without spending tokens: they set a timer.
  * 3. **Wake.** A notified worker claims the notified lanes of that queue; its token is spent.
  *    While its claims keep finding jobs it claims again (after a few ms) without a token; when
@@ -26,8 +28,8 @@
  *    token was visible, so when the worker raised the flag that submitter had either committed
  *    (the worker's next claim sees its jobs) or held an xid and is on the worker's list: the
  *    worker claims again whenever one of those ends (a cheap poll with backoff, here). A worker
- *    killed while waiting leaves a token whose listener pid is gone: `wake()` skips and deletes
- *    it. Tokens carry tasks, so a job of task b never spends the token of a worker that only runs
+ *    killed while waiting leaves a token whose listener pid is gone: `wake()` deletes it when it
+ *    reaches it and spends the next one (maintenance deletes those it never reaches). Tokens carry tasks, so a job of task b never spends the token of a worker that only runs
  *    task a. A repeatable-read submitter (whose snapshot may predate a token) tells every waiting
  *    worker of the queue instead.
  * 5. **Behind the cursors.** Jobs made ready other than by an insert — reaped, handed back,
