@@ -113,7 +113,8 @@ const REAP_JOBS = statement(
    )
    SELECT (SELECT count(*)::integer FROM retried) + (SELECT count(*)::integer FROM failed) AS reaped,
           (SELECT count(*)::integer FROM gone) AS workers,
-          (SELECT count(*) FROM counted) AS counted
+          (SELECT count(*) FROM counted) AS counted,
+          (SELECT ok FROM lock) AS locked
    FROM woken`,
 );
 
@@ -173,11 +174,20 @@ export async function reapExpiredWorkers(
   // `pending` cannot see the rows this statement marked (one snapshot): count them too.
   const { marked, pending } = mark.rows[0]!;
   if (marked === 0 && !pending && !options.orphans) return { expiredWorkers: 0, reaped: 0 };
-  const { rows } = await db.query<{ reaped: number; workers: number }>({
-    ...sql.bind(REAP_JOBS),
-    values: [options.orphans ?? false],
-  });
-  return { expiredWorkers: marked, reaped: rows[0]?.reaped ?? 0 };
+  // The process that marked workers takes their jobs back: if another pass holds the lock for a
+  // statement just now (one that read the marks before they were committed may not reap them),
+  // it tries again a moment later instead of leaving them to the next pass.
+  for (let attempt = 0; ; attempt++) {
+    const { rows } = await db.query<{ reaped: number; workers: number; locked: boolean }>({
+      ...sql.bind(REAP_JOBS),
+      values: [options.orphans ?? false],
+    });
+    const row = rows[0];
+    if (row?.locked || marked === 0 || attempt >= 5) {
+      return { expiredWorkers: marked, reaped: row?.reaped ?? 0 };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /** Removes wake-up tokens nobody will act on and lowers the flag when none is left. */
