@@ -77,7 +77,15 @@ function answerClientErrorsInOrder(server: Server): void {
     // The response in progress on this connection, if any (Node keeps it on the socket).
     const owed = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
     if (owed && !owed.writableFinished) {
-      owed.once("finish", answer);
+      owed.once("finish", () => {
+        // A response that said `Connection: close` ends the exchange: bytes after it would be
+        // read by the client as a broken response ("Data after Connection: close").
+        if (!(owed as ServerResponse & { shouldKeepAlive?: boolean }).shouldKeepAlive) {
+          socket.end();
+          return;
+        }
+        answer();
+      });
       owed.once("close", () => {
         if (!owed.writableFinished) socket.destroy();
       });
