@@ -3,6 +3,7 @@ import { withClient } from "../db/pool.ts";
 import { type SchemaSql, type Statement, statement } from "../db/sql.ts";
 import type { Queryable } from "../db/types.ts";
 import { cancelJobs } from "./control.ts";
+import { reviveFromHistory } from "./history.ts";
 import { type JobStatus, LIVE_STATUSES, TERMINAL_STATUSES } from "./types.ts";
 
 // Bulk actions: retry, cancel or delete every job matching a filter, in bounded batches.
@@ -146,53 +147,7 @@ function retryStatement(walk: "deadInQueue" | "deadAll"): Statement {
     `bulk_retry_${walk}`,
     `WITH win AS MATERIALIZED (${WINDOWS[walk]}),
      picked AS MATERIALIZED (SELECT w.id, w.queue, w.idempotency_key FROM win w WHERE ${matches(walk)}),
-     blocked AS MATERIALIZED (
-       SELECT p.id FROM picked p
-       JOIN {{schema}}.job_keys k ON k.queue = p.queue AND k.key = p.idempotency_key
-       WHERE k.job_id <> p.id AND EXISTS (SELECT 1 FROM {{schema}}.jobs j WHERE j.id = k.job_id)
-     ), back AS (
-       DELETE FROM {{schema}}.job_history h
-       WHERE h.id IN (SELECT p.id FROM picked p WHERE p.id NOT IN (SELECT id FROM blocked))
-         AND h.status IN ('failed', 'cancelled')
-       RETURNING h.*
-     ), reserved AS (
-       INSERT INTO {{schema}}.job_keys AS k (queue, key, job_id, mode)
-       SELECT b.queue, b.idempotency_key, b.id, 'active' FROM back b
-       WHERE b.idempotency_key IS NOT NULL
-       ORDER BY 1, 2
-       ON CONFLICT (queue, key) DO NOTHING
-       RETURNING k.job_id
-     ), revived AS (
-       INSERT INTO {{schema}}.jobs AS j
-         (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,
-          idempotency_key, request_id, last_error, created_at, updated_at, ready_seq,
-          concurrency_key, key_mode)
-       OVERRIDING SYSTEM VALUE
-       SELECT b.id, b.queue, b.task, b.payload, 'pending', b.priority, now(), 0, b.max_attempts,
-              b.timeout_ms, b.idempotency_key, b.request_id, b.last_error, b.created_at, now(),
-              nextval('{{schema}}.jobs_id_seq'::regclass),
-              coalesce(b.concurrency_key,
-                       CASE WHEN q.name IS NOT NULL AND {{schema}}.queue_is_keyed(q) THEN '' END),
-              CASE WHEN b.id IN (SELECT r.job_id FROM reserved r) THEN 'active' END
-       FROM back b LEFT JOIN {{schema}}.queues q ON q.name = b.queue
-       ORDER BY b.id
-       RETURNING j.id, j.queue, j.task, j.concurrency_key
-     ), revived_keys AS (
-       INSERT INTO {{schema}}.queue_keys (queue, key)
-       SELECT DISTINCT r.queue, r.concurrency_key FROM revived r WHERE r.concurrency_key IS NOT NULL
-       ORDER BY 1, 2
-       ON CONFLICT (queue, key) DO NOTHING
-     ), events AS (
-       INSERT INTO {{schema}}.job_events (job_id, kind, message, data, slot)
-       SELECT r.id, 'retried', 'sent back to the queue with a fresh attempt budget',
-              '{"bulk":true}'::jsonb, {{schema}}.history_slot(now())
-       FROM revived r
-     ), woken AS (
-       SELECT {{schema}}.wake(coalesce(jsonb_object_agg(q.queue, jsonb_build_object('n', q.n, 't', q.tasks)), '{}'::jsonb))
-       FROM (SELECT r.queue, count(*) AS n, jsonb_agg(DISTINCT r.task) AS tasks
-             FROM revived r GROUP BY r.queue) q
-       WHERE pg_sequence_last_value('{{schema}}.waiting'::regclass) > 0
-     )
+     ${reviveFromHistory("picked", `'{"bulk":true}'::jsonb`)}
      SELECT (SELECT count(*)::integer FROM revived) AS affected,
             (SELECT count(*)::integer FROM blocked) AS skipped,
             (SELECT count(*)::integer FROM woken) AS woke,

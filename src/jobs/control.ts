@@ -7,6 +7,7 @@ import {
   moveToHistory,
   releaseJobKeys,
   releaseSlots,
+  reviveFromHistory,
 } from "./history.ts";
 import { type Job, type JobRow, type JobStatus, toJob } from "./types.ts";
 
@@ -105,67 +106,16 @@ export async function cancelJobs(
   return rows.map((row) => ({ job: toJob(row), was: row.was }));
 }
 
-// Brings failed and cancelled jobs back from history with a fresh attempt budget, ready now with a
-// fresh ready_seq (behind what is already ready), and wakes waiting workers for them.
-// Failed and cancelled jobs back to `jobs`, pending now with a fresh attempt budget and a fresh
-// ready_seq. Their idempotency key: a key released when the job finished (modes 'active' and
-// 'debounce' hold one only while the job lives) is reserved again for it in mode 'active', so at
-// most one live job holds it; a key still reserved for the job (the default mode) stays; a job
-// whose key another live job now holds is not retried (the caller says why). Flow control: the
-// job holds no slot until a claim gives it one; in a queue served per key, a job without a key
-// gets '' as a submission would. (The bulk retry, bulk.ts, does the same over a filter.)
+// Failed and cancelled jobs back to `jobs` by id (reviveFromHistory, as the bulk retry does over a
+// filter): pending now with a fresh attempt budget, behind what is already ready; their
+// idempotency key reserved again; a job whose key another live job now holds is not retried (the
+// caller says why); waiting workers are woken.
 const RETRY_JOBS = statement(
   "retry_jobs",
   `WITH picked AS MATERIALIZED (
      SELECT h.id, h.queue, h.idempotency_key FROM {{schema}}.job_history h
      WHERE h.id = ANY ($1::bigint[]) AND h.status IN ('failed', 'cancelled')
-   ), blocked AS MATERIALIZED (
-     SELECT p.id FROM picked p
-     JOIN {{schema}}.job_keys k ON k.queue = p.queue AND k.key = p.idempotency_key
-     WHERE k.job_id <> p.id AND EXISTS (SELECT 1 FROM {{schema}}.jobs j WHERE j.id = k.job_id)
-   ), back AS (
-     DELETE FROM {{schema}}.job_history h
-     WHERE h.id IN (SELECT p.id FROM picked p WHERE p.id NOT IN (SELECT id FROM blocked))
-       AND h.status IN ('failed', 'cancelled')
-     RETURNING h.*
-   ), reserved AS (
-     INSERT INTO {{schema}}.job_keys AS k (queue, key, job_id, mode)
-     SELECT b.queue, b.idempotency_key, b.id, 'active' FROM back b
-     WHERE b.idempotency_key IS NOT NULL
-     ORDER BY 1, 2
-     ON CONFLICT (queue, key) DO NOTHING
-     RETURNING k.job_id
-   ), revived AS (
-     INSERT INTO {{schema}}.jobs AS j
-       (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,
-        idempotency_key, request_id, last_error, created_at, updated_at, ready_seq,
-        concurrency_key, key_mode)
-     OVERRIDING SYSTEM VALUE
-     SELECT b.id, b.queue, b.task, b.payload, 'pending', b.priority, now(), 0, b.max_attempts,
-            b.timeout_ms, b.idempotency_key, b.request_id, b.last_error, b.created_at, now(),
-            nextval('{{schema}}.jobs_id_seq'::regclass),
-            coalesce(b.concurrency_key,
-                     CASE WHEN q.name IS NOT NULL AND {{schema}}.queue_is_keyed(q) THEN '' END),
-            CASE WHEN b.id IN (SELECT r.job_id FROM reserved r) THEN 'active' END
-     FROM back b LEFT JOIN {{schema}}.queues q ON q.name = b.queue
-     ORDER BY b.id
-     RETURNING j.*
-   ), revived_keys AS (
-     INSERT INTO {{schema}}.queue_keys (queue, key)
-     SELECT DISTINCT r.queue, r.concurrency_key FROM revived r WHERE r.concurrency_key IS NOT NULL
-     ORDER BY 1, 2
-     ON CONFLICT (queue, key) DO NOTHING
-   ), events AS (
-     INSERT INTO {{schema}}.job_events (job_id, kind, message, slot)
-     SELECT r.id, 'retried', 'sent back to the queue with a fresh attempt budget',
-            {{schema}}.history_slot(now())
-     FROM revived r
-   ), woken AS (
-     SELECT {{schema}}.wake(coalesce(jsonb_object_agg(q.queue, jsonb_build_object('n', q.n, 't', q.tasks)), '{}'::jsonb))
-     FROM (SELECT r.queue, count(*) AS n, jsonb_agg(DISTINCT r.task) AS tasks
-           FROM revived r GROUP BY r.queue) q
-     WHERE pg_sequence_last_value('{{schema}}.waiting'::regclass) > 0
-   )
+   ), ${reviveFromHistory("picked", "NULL")}
    SELECT ${LIVE_JOB}
    FROM revived j CROSS JOIN (SELECT NULL::timestamptz AS lease_expires_at, (SELECT count(*) FROM woken) AS woke) w`,
 );

@@ -87,3 +87,61 @@ export function releaseJobKeys(source: string, name = "released_keys"): string {
        AND k.job_id IN (SELECT src.id FROM ${source} src WHERE src.key_mode IS NOT NULL)
    )`;
 }
+
+/**
+ * CTEs that bring failed and cancelled jobs back from history (`picked`: `id`, `queue`,
+ * `idempotency_key`), pending now with a fresh attempt budget and a fresh ready_seq, shared by the
+ * retry of jobs by id and the bulk retry. Named `blocked` (jobs whose idempotency key another live
+ * job holds: not retried), `back`, `reserved`, `revived` (the new rows), `revived_keys`, `events`
+ * (data: `eventData`) and `woken`. A key released when the job finished is reserved again in mode
+ * 'active'; in a queue served per key a job without a key gets ''.
+ */
+export function reviveFromHistory(picked: string, eventData: string): string {
+  return `blocked AS MATERIALIZED (
+     SELECT p.id FROM ${picked} p
+     JOIN {{schema}}.job_keys k ON k.queue = p.queue AND k.key = p.idempotency_key
+     WHERE k.job_id <> p.id AND EXISTS (SELECT 1 FROM {{schema}}.jobs j WHERE j.id = k.job_id)
+   ), back AS (
+     DELETE FROM {{schema}}.job_history h
+     WHERE h.id IN (SELECT p.id FROM ${picked} p WHERE p.id NOT IN (SELECT id FROM blocked))
+       AND h.status IN ('failed', 'cancelled')
+     RETURNING h.*
+   ), reserved AS (
+     INSERT INTO {{schema}}.job_keys AS k (queue, key, job_id, mode)
+     SELECT b.queue, b.idempotency_key, b.id, 'active' FROM back b
+     WHERE b.idempotency_key IS NOT NULL
+     ORDER BY 1, 2
+     ON CONFLICT (queue, key) DO NOTHING
+     RETURNING k.job_id
+   ), revived AS (
+     INSERT INTO {{schema}}.jobs AS j
+       (id, queue, task, payload, status, priority, run_at, attempts, max_attempts, timeout_ms,
+        idempotency_key, request_id, last_error, created_at, updated_at, ready_seq,
+        concurrency_key, key_mode)
+     OVERRIDING SYSTEM VALUE
+     SELECT b.id, b.queue, b.task, b.payload, 'pending', b.priority, now(), 0, b.max_attempts,
+            b.timeout_ms, b.idempotency_key, b.request_id, b.last_error, b.created_at, now(),
+            nextval('{{schema}}.jobs_id_seq'::regclass),
+            coalesce(b.concurrency_key,
+                     CASE WHEN q.name IS NOT NULL AND {{schema}}.queue_is_keyed(q) THEN '' END),
+            CASE WHEN b.id IN (SELECT r.job_id FROM reserved r) THEN 'active' END
+     FROM back b LEFT JOIN {{schema}}.queues q ON q.name = b.queue
+     ORDER BY b.id
+     RETURNING j.*
+   ), revived_keys AS (
+     INSERT INTO {{schema}}.queue_keys (queue, key)
+     SELECT DISTINCT r.queue, r.concurrency_key FROM revived r WHERE r.concurrency_key IS NOT NULL
+     ORDER BY 1, 2
+     ON CONFLICT (queue, key) DO NOTHING
+   ), events AS (
+     INSERT INTO {{schema}}.job_events (job_id, kind, message, data, slot)
+     SELECT r.id, 'retried', 'sent back to the queue with a fresh attempt budget',
+            ${eventData}, {{schema}}.history_slot(now())
+     FROM revived r
+   ), woken AS (
+     SELECT {{schema}}.wake(coalesce(jsonb_object_agg(q.queue, jsonb_build_object('n', q.n, 't', q.tasks)), '{}'::jsonb))
+     FROM (SELECT r.queue, count(*) AS n, jsonb_agg(DISTINCT r.task) AS tasks
+           FROM revived r GROUP BY r.queue) q
+     WHERE pg_sequence_last_value('{{schema}}.waiting'::regclass) > 0
+   )`;
+}
